@@ -1,0 +1,201 @@
+"""The ``rareflow`` command line. Thin: parses, calls the API, prints with Rich.
+
+Exit codes: 0 success, 2 user error (bad input, invalid data), with a message that names the
+field, the value and the rule, and no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rareflow import __version__
+from rareflow.data import TABLE_ORDER, Dataset, check_dataset, load_schema
+from rareflow.overview import supply_overview
+
+app = typer.Typer(
+    help="Simulate the global rare earth supply chain under export controls and shocks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Inspect and validate the dataset.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="Directory of CSV tables that replace the built-in ones of the same name.",
+        file_okay=False,
+    ),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=2)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"rareflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """rareflow command line."""
+
+
+def _load_or_exit(data: Path | None) -> Dataset:
+    dataset, problems = check_dataset(data)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        for problem in errors:
+            err.print(str(problem), highlight=False, markup=False)
+        raise _fail(f"the dataset has {len(errors)} error(s); run `rareflow data validate`")
+    return dataset
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if value is pd.NA:
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    columns = [c for c in frame.columns if c != "_line"]
+    return [
+        {c: _jsonable(v) for c, v in zip(columns, row, strict=True)}
+        for row in frame[columns].itertuples(index=False, name=None)
+    ]
+
+
+@data_app.command("validate")
+def data_validate(data: DataDir = None, as_json: JsonFlag = False) -> None:
+    """Check every table against its schema and the cross-table rules; exit 2 on any error."""
+    dataset, problems = check_dataset(data)
+    errors = [p for p in problems if p.severity == "error"]
+    warnings = [p for p in problems if p.severity == "warning"]
+    if as_json:
+        print(json.dumps({
+            "valid": not errors,
+            "errors": [p.to_dict() for p in errors],
+            "warnings": [p.to_dict() for p in warnings],
+            "tables": {t: len(dataset.tables[t]) for t in TABLE_ORDER},
+        }, indent=2))
+    else:
+        for problem in [*errors, *warnings]:
+            style = "red" if problem.severity == "error" else "yellow"
+            out.print(f"[{style}]{problem}[/]", highlight=False)
+        custom = sorted(t for t, o in dataset.origin.items() if o != "built-in")
+        rows = sum(len(f) for f in dataset.tables.values())
+        where = f"; from {data}: {', '.join(custom) or 'none'}" if data else ""
+        summary = (
+            f"{len(TABLE_ORDER)} tables, {rows} rows{where}: "
+            f"{len(errors)} error(s), {len(warnings)} warning(s)"
+        )
+        if errors:
+            err.print(f"[bold red]invalid:[/] {summary}", highlight=False)
+        else:
+            out.print(f"[bold green]valid:[/] {summary}", highlight=False)
+    if errors:
+        raise typer.Exit(code=2)
+
+
+@data_app.command("show")
+def data_show(
+    table: Annotated[str, typer.Argument(help="Table name, e.g. facilities.")],
+    data: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Print one table."""
+    if table not in TABLE_ORDER:
+        choices = ", ".join(TABLE_ORDER)
+        raise _fail(f"TABLE {table!r} is not a dataset table; choose one of {choices}")
+    frame = _load_or_exit(data).tables[table]
+    if as_json:
+        print(json.dumps(_records(frame), indent=2))
+        return
+    schema = load_schema(table)
+    view = Table(title=f"{table} ({len(frame)} rows)", show_lines=False)
+    for spec in schema.columns:
+        view.add_column(spec.column + (f" [{spec.unit}]" if spec.unit else ""), overflow="fold")
+    for record in _records(frame):
+        view.add_row(*[
+            ";".join(v) if isinstance(v, list) else ("" if v is None else str(v))
+            for v in record.values()
+        ])
+    out.print(view)
+
+
+@data_app.command("sources")
+def data_sources(data: DataDir = None, as_json: JsonFlag = False) -> None:
+    """List where every figure comes from, with how many rows cite each source."""
+    dataset = _load_or_exit(data)
+    counts: dict[str, int] = {}
+    for name, frame in dataset.tables.items():
+        if name != "sources" and "source_id" in frame.columns:
+            for ids in frame["source_id"]:
+                for sid in ids:
+                    counts[sid] = counts.get(sid, 0) + 1
+    records = _records(dataset.sources)
+    for record in records:
+        record["cited_by_rows"] = counts.get(record["source_id"], 0)
+    if as_json:
+        print(json.dumps(records, indent=2))
+        return
+    view = Table(title=f"{len(records)} sources")
+    for column in ("source_id", "publisher", "year", "title", "url", "cited_by_rows"):
+        view.add_column(column, overflow="fold")
+    for record in records:
+        view.add_row(*[str(record.get(c) or "") for c in
+                       ("source_id", "publisher", "year", "title", "url", "cited_by_rows")])
+    out.print(view)
+
+
+@app.command("overview")
+def overview(
+    year: Annotated[int, typer.Option(help="Year to report.")] = 2024,
+    data: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """World output, top-3 countries, China's share and HHI at each stage, from the tables."""
+    result = supply_overview(_load_or_exit(data), year)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    view = Table(title=f"Rare earth supply chain, {year}")
+    for column in ("stage", "data year", "world output", "China", "top 3", "HHI"):
+        view.add_column(column)
+    for stage, row in result["stages"].items():
+        if not row["shares"]:
+            view.add_row(stage, "-", "no data", "-", "-", "-")
+            continue
+        top3 = ", ".join(f"{c} {s:.0%}" for c, s in row["top3"])
+        world = "shares only" if row["world_t"] is None else f"{row['world_t']:,.0f} {row['unit']}"
+        view.add_row(
+            stage, str(row["year"]), world,
+            f"{row['china_share']:.0%}", top3, f"{row['hhi']:,.0f}",
+        )
+    out.print(view)
+    out.print("HHI on the 0-10,000 scale (DOJ/FTC); shares over the sum of country rows.")
