@@ -17,6 +17,7 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/rareflow data validate
 	$(BIN)/rareflow overview
+	$(BIN)/rareflow run baseline --out runs/baseline
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -17,8 +17,16 @@ from rich.console import Console
 from rich.table import Table
 
 from rareflow import __version__
+from rareflow.api import simulate
 from rareflow.data import TABLE_ORDER, Dataset, check_dataset, load_schema
 from rareflow.overview import supply_overview
+from rareflow.scenario import (
+    ScenarioError,
+    builtin_dir,
+    builtin_names,
+    load_scenario,
+    parse_month,
+)
 
 app = typer.Typer(
     help="Simulate the global rare earth supply chain under export controls and shocks.",
@@ -27,6 +35,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect and validate the dataset.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+scenarios_app = typer.Typer(help="The built-in scenario library.", no_args_is_help=True)
+app.add_typer(scenarios_app, name="scenarios")
 
 out = Console()
 err = Console(stderr=True)
@@ -199,3 +209,128 @@ def overview(
         )
     out.print(view)
     out.print("HHI on the 0-10,000 scale (DOJ/FTC); shares over the sum of country rows.")
+
+
+@scenarios_app.command("list")
+def scenarios_list(as_json: JsonFlag = False) -> None:
+    """List the built-in scenarios."""
+    rows = []
+    for name in builtin_names():
+        sc = load_scenario(name)
+        rows.append({"name": sc.name, "start": sc.start, "end": sc.end,
+                     "events": len(sc.events), "description": " ".join(sc.description.split())})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    view = Table(title="Built-in scenarios")
+    for column in ("name", "start", "end", "events", "description"):
+        view.add_column(column, overflow="fold")
+    for row in rows:
+        view.add_row(*[str(row[c]) for c in ("name", "start", "end", "events", "description")])
+    out.print(view)
+
+
+@scenarios_app.command("show")
+def scenarios_show(name: Annotated[str, typer.Argument(help="Built-in scenario name.")]) -> None:
+    """Print a built-in scenario's YAML."""
+    if name not in builtin_names():
+        choices = ", ".join(builtin_names())
+        raise _fail(f"SCENARIO {name!r} is not built in; choose one of {choices}")
+    print((builtin_dir() / f"{name}.yaml").read_text(encoding="utf-8"), end="")
+
+
+def _month_option(value: str | None, option: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        parse_month(value)
+    except ValueError as exc:
+        raise _fail(f"{option}: {exc}") from None
+    return value
+
+
+@app.command("run")
+def run(
+    scenario: Annotated[str, typer.Argument(help="Built-in scenario name or a YAML file.")],
+    runs: Annotated[int, typer.Option(min=1, max=100_000, help="Ensemble size.")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    start: Annotated[str | None, typer.Option(help="First month, YYYY-MM.")] = None,
+    end: Annotated[str | None, typer.Option(help="Last month, YYYY-MM.")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write summary.json, result.nc and parquet/ here (atomic)."),
+    ] = None,
+    data: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Simulate a scenario and print its summary."""
+    start = _month_option(start, "--start")
+    end = _month_option(end, "--end")
+    dataset = _load_or_exit(data)
+    try:
+        sc = load_scenario(scenario)
+        if start or end:
+            sc = sc.model_copy(update={k: v for k, v in (("start", start), ("end", end)) if v})
+        if as_json:
+            result = simulate(dataset, sc, runs=runs, seed=seed)
+        else:
+            from rich.progress import Progress
+
+            with Progress(console=err, transient=True) as bar:
+                task = bar.add_task(f"simulating {sc.name}", total=len(sc.months))
+                result = simulate(dataset, sc, runs=runs, seed=seed,
+                                  progress=lambda done, total: bar.update(task, completed=done))
+    except ScenarioError as exc:
+        for line in exc.errors:
+            err.print(f"[red]{line}[/]", highlight=False, markup=False)
+        raise _fail(f"scenario {scenario!r} is not valid ({len(exc.errors)} problem(s))") from None
+    if out_dir is not None:
+        result.write(out_dir)
+    summary = result.summary()
+    if as_json:
+        print(json.dumps(summary))
+        return
+    _print_summary(summary)
+    if out_dir is not None:
+        out.print(f"result written to {out_dir}")
+
+
+def _print_summary(summary: dict) -> None:
+    months = summary["months"]
+    head = summary["headline"]
+    first = head["first_shortfall_month"]["p50"]
+    out.print(f"[bold]{summary['scenario']}[/]: {months[0]}..{months[-1]}, "
+              f"{summary['runs']} run(s), seed {summary['seed']}")
+    view = Table(title="Headline (median over runs)")
+    view.add_column("measure")
+    view.add_column("value", justify="right")
+    view.add_row("units not built", f"{head['units_not_built_total']['p50']:,.0f}")
+    view.add_row("value at risk (US$)", f"{head['value_at_risk_usd']['p50']:,.0f}")
+    view.add_row("total shortfall (t)", f"{head['shortfall_total_t']['p50']:,.0f}")
+    view.add_row("first shortfall month", "none" if first is None else months[first])
+    out.print(view)
+    series = summary["series"]
+    years = sorted({m[:4] for m in months})
+    table = Table(title="By year (median)")
+    for column in ("year", "China magnet exports t", "world shortfall t",
+                   "NdPr oxide US$/kg CN / ex-CN", "Dy oxide US$/kg CN / ex-CN"):
+        table.add_column(column, justify="right")
+    shortfall_keys = [k for k in series if k.startswith("shortfall_t.")]
+    for year in years:
+        idx = [i for i, m in enumerate(months) if m.startswith(year)]
+        exports = sum(series["china_magnet_exports_t"]["p50"][i] for i in idx)
+        short = sum(series[k]["p50"][i] for k in shortfall_keys for i in idx)
+
+        def price(item: str, idx: list[int] = idx) -> str:
+            cn = series.get(f"price_usd_per_kg.{item}.china", {}).get("p50")
+            ex = series.get(f"price_usd_per_kg.{item}.ex_china", {}).get("p50")
+            if not cn:
+                return "-"
+            return f"{cn[idx[-1]]:,.0f} / {ex[idx[-1]]:,.0f}"
+
+        table.add_row(year, f"{exports:,.0f}", f"{short:,.0f}", price("NdPr_oxide"),
+                      price("Dy2O3"))
+    out.print(table)
+    checks = summary["checks"]
+    out.print(f"mass balance max rel. error {checks['mass_balance_max_rel_error']:.1e}, "
+              f"min stock {checks['min_stock_t']:.1e} t")

@@ -1,0 +1,639 @@
+"""Compile the dataset and a scenario into the kernel's arrays (a calibrated base year).
+
+Every number the kernel uses comes from a dataset table; where the model needs a rule to turn
+the tables into arrays (which country processes an unassigned concentrate, how a sector's demand
+splits over countries), the rule is stated here and in docs/model.md. Nothing here does I/O.
+
+Base-year calibration
+---------------------
+* Mines produce the USGS output of each year the newest edition reports, then hold the last
+  year's level, plus pipeline mines (construction/ramping, and planned ones if the scenario
+  asks) from their start year, ramping linearly.
+* Concentrate follows ``trade_links``; a country with no separation row sends what is left to the
+  rest-of-world pool (``ROW``).
+* Separation capacity is the reported output divided by the recovery rate. China's reported
+  figure is its smelting quota, which excludes processing of imported feed (Metalnomist 2024:
+  20-21 kt NdPr oxide from imported feed on top of the quota), so China's capacity is at least its
+  base-year feed.
+* Magnet consumption by country is apparent consumption: output + imports - exports (stage_output,
+  trade_links); it is split over sectors by units x intensity, the unexplained remainder going to
+  ``other_magnet_uses``.
+* Where the mined and separated elements fall short of what the reported magnet output needs, the
+  world deficit of each element in the base year is carried as ``secondary_supply`` in China:
+  unrecorded mining and recycling (Argus: China recovered 34,147 t REO from NdFeB scrap in 2024).
+  Where they exceed it, the surplus is the non-magnet demand for that element.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from rareflow.data import Dataset
+from rareflow.data.consistency import latest_edition
+from rareflow.data.validation import is_blank
+from rareflow.dims import CHINA, REST_OF_WORLD, WORLD
+from rareflow.scenario import (
+    DemandShock,
+    FacilityOutage,
+    Scenario,
+    StockpileAction,
+    TradeRestriction,
+    month_index,
+)
+from rareflow.sim.network import Controls, Network
+
+OTHER = "other"
+PIPELINE_STATUSES = ("construction", "ramping")
+#: Ramp-up years where a facility does not state one. Observed: Lynas Kalgoorlie opened Nov 2024
+#: and was still ramping in 2025-26; Neo Narva started May 2025 with ramp-up through 2026.
+DEFAULT_RAMP_YEARS = 2.0
+PRICE_SMOOTHING = 0.5
+WEEKS_PER_MONTH = 52.0 / 12.0
+
+
+def _years(months: list[str]) -> np.ndarray:
+    return np.array([int(m[:4]) for m in months])
+
+
+def _ramp(months: list[str], start_year: int, ramp_years: float) -> np.ndarray:
+    """Share of capacity available in each month: 0 before start, linear ramp to 1."""
+    years = _years(months) + (np.array([int(m[5:7]) for m in months]) - 1) / 12.0
+    if ramp_years <= 0:
+        return (years >= start_year).astype(float)
+    return np.clip((years - start_year) / ramp_years, 0.0, 1.0) * (years >= start_year)
+
+
+class _Builder:
+    def __init__(self, dataset: Dataset, scenario: Scenario):
+        self.ds = dataset
+        self.sc = scenario
+        self.months = scenario.months
+        self.base = scenario.base_year
+        self.notes: dict[str, str] = {}
+        el = dataset.elements.sort_values("atomic_number")
+        self.elements = [*el["symbol"].tolist(), OTHER]
+        self.heavy = np.array([*(el["group"] == "heavy").tolist(), False])
+        self.oxide_to_metal = np.array([*el["oxide_to_metal"].tolist(), 0.85])
+        self.facilities = self._facilities()
+        self.countries = self._countries()
+        self.e = {s: i for i, s in enumerate(self.elements)}
+        self.c = {s: i for i, s in enumerate(self.countries)}
+
+    # ---- coordinates -------------------------------------------------------------------------
+    def _facilities(self) -> pd.DataFrame:
+        fac = self.ds.facilities.copy()
+        for ov in self.sc.overrides:
+            row = fac["facility_id"] == ov.facility
+            if ov.capacity is not None:
+                fac.loc[row, "capacity"] = ov.capacity
+            if ov.start_year is not None:
+                fac.loc[row, "start_year"] = ov.start_year
+            if ov.status is not None:
+                fac.loc[row, "status"] = ov.status
+        return fac[fac["within"].map(is_blank)]
+
+    def _pipeline(self, stage: str) -> pd.DataFrame:
+        fac = self.facilities
+        statuses = list(PIPELINE_STATUSES) + (["planned"] if self.sc.settings.include_planned
+                                              else [])
+        rows = fac[(fac["stage"] == stage) & fac["status"].isin(statuses)
+                   & fac["capacity"].notna() & fac["start_year"].notna()]
+        return rows[rows["start_year"] > self.base]
+
+    def _countries(self) -> list[str]:
+        ds = self.ds
+        names: set[str] = set()
+        mp = latest_edition(ds.mine_production, self.base)
+        names |= set(mp.loc[mp["value"] > 0, "country"])
+        so = ds.stage_output
+        names |= set(so.loc[(so["year"] == self.base) & so["value"].notna(), "country"])
+        tl = ds.trade_links
+        tl = tl[tl["year"] == self.base]
+        names |= set(tl["exporter"]) | set(tl["importer"])
+        for stage in ("mining", "separation", "magnet"):
+            names |= set(self._pipeline(stage)["country"])
+        names.discard(WORLD)
+        names.add(REST_OF_WORLD)
+        ordered = sorted(names - {CHINA, REST_OF_WORLD})
+        return [CHINA, *ordered, REST_OF_WORLD]
+
+    # ---- supply ------------------------------------------------------------------------------
+    def mine_capacity(self) -> np.ndarray:
+        mp = self.ds.mine_production
+        years = _years(self.months)
+        cap = np.zeros((len(self.months), len(self.countries)))
+        known = sorted(int(y) for y in mp["year"].dropna().unique() if y >= self.base)
+        for ti, year in enumerate(years):
+            use = max([y for y in known if y <= year] or [self.base])
+            rows = latest_edition(mp, use)
+            for _, row in rows.iterrows():
+                if row["country"] in self.c:
+                    cap[ti, self.c[row["country"]]] += row["value"] / 12.0
+                elif row["country"] != WORLD:
+                    cap[ti, self.c[REST_OF_WORLD]] += row["value"] / 12.0
+        for _, f in self._pipeline("mining").iterrows():
+            if f["capacity_unit"] != "t REO/yr":
+                continue
+            ramp = _ramp(self.months, int(f["start_year"]), self._ramp_years(f))
+            cap[:, self.c[f["country"]]] += f["capacity"] / 12.0 * ramp
+        return cap
+
+    def last_reported_year(self) -> int:
+        years = self.ds.mine_production["year"].dropna()
+        return int(years.max()) if len(years) else self.base
+
+    def _ramp_years(self, facility: pd.Series) -> float:
+        value = facility["ramp_years"]
+        return DEFAULT_RAMP_YEARS if value is None or math.isnan(value) else float(value)
+
+    def mine_composition(self) -> np.ndarray:
+        comp = self.ds.deposit_composition
+        by_deposit: dict[str, np.ndarray] = {}
+        for deposit, group in comp.groupby("deposit_type"):
+            vec = np.zeros(len(self.elements))
+            for _, row in group.iterrows():
+                vec[self.e[row["element"]]] += row["share"]
+            vec[self.e[OTHER]] += max(0.0, 1.0 - vec.sum())
+            by_deposit[deposit] = vec / vec.sum()
+        out = np.zeros((len(self.countries), len(self.elements)))
+        fac = self.facilities
+        mines = fac[(fac["stage"] == "mining") & fac["deposit_type"].notna()
+                    & (fac["capacity_unit"] == "t REO/yr")]
+        types = self.ds.deposit_types
+        for code, ci in self.c.items():
+            here = mines[mines["country"] == code]
+            weights: dict[str, float] = {}
+            for _, m in here.iterrows():
+                weights[m["deposit_type"]] = weights.get(m["deposit_type"], 0) + m["capacity"]
+            if not weights:
+                listed = types[types["countries"].map(lambda cs, code=code: code in cs)]
+                weights = {d: 1.0 for d in listed["code"]}
+            vec = np.zeros(len(self.elements))
+            for deposit, w in weights.items():
+                vec += w * by_deposit.get(deposit, np.eye(len(self.elements))[self.e[OTHER]])
+            if vec.sum() == 0:
+                vec[self.e[OTHER]] = 1.0
+            out[ci] = vec / vec.sum()
+        return out
+
+    def _stage_output(self, stage: str) -> dict[str, float]:
+        so = self.ds.stage_output
+        rows = so[(so["stage"] == stage) & (so["year"] == self.base) & so["value"].notna()
+                  & (so["country"] != WORLD)]
+        return {r["country"]: float(r["value"]) for _, r in rows.iterrows()}
+
+    def conc_shares(self, separation: dict[str, float]) -> np.ndarray:
+        tl = self.ds.trade_links
+        tl = tl[(tl["stage"] == "mining") & (tl["year"] == self.base) & tl["value"].notna()]
+        mp = latest_edition(self.ds.mine_production, self.base)
+        production = {r["country"]: r["value"] for _, r in mp.iterrows()}
+        n = len(self.countries)
+        shares = np.zeros((n, n))
+        for code, xi in self.c.items():
+            made = production.get(code, 0.0)
+            flows = tl[tl["exporter"] == code]
+            for _, f in flows.iterrows():
+                if f["importer"] in self.c and made > 0:
+                    shares[xi, self.c[f["importer"]]] += min(1.0, f["value"] / made)
+            shares[xi] = shares[xi] / max(1.0, shares[xi].sum())
+            rest = 1.0 - shares[xi].sum()
+            home = xi if code in separation else self.c[REST_OF_WORLD]
+            shares[xi, home] += rest
+        self.notes["concentrate"] = (
+            "countries without a separation row send unassigned concentrate to ROW"
+        )
+        return shares
+
+    def sep_capacity(self, separation: dict[str, float], feed: np.ndarray,
+                     recovery: float, composition: np.ndarray) -> np.ndarray:
+        cap = np.zeros((len(self.months), len(self.countries)))
+        for code, value in separation.items():
+            cap[:, self.c[code]] = value / recovery / 12.0
+        china = self.c[CHINA]
+        cap[:, china] = np.maximum(cap[:, china], feed[china])
+        ndpr_share = composition[:, [self.e["Nd"], self.e["Pr"]]].sum(axis=1)
+        world_ndpr = float(np.average(ndpr_share, weights=np.maximum(feed, 1e-9)))
+        for _, f in self._pipeline("separation").iterrows():
+            ci = self.c[f["country"]]
+            unit = f["capacity_unit"]
+            if unit == "t REO/yr":
+                annual_feed = f["capacity"]
+            elif unit in ("t oxide/yr", "t HREO/yr"):
+                annual_feed = f["capacity"] / recovery
+            elif unit == "t NdPr oxide/yr":
+                share = ndpr_share[ci] if ndpr_share[ci] > 0 else world_ndpr
+                annual_feed = f["capacity"] / share / recovery
+            else:
+                continue
+            ramp = _ramp(self.months, int(f["start_year"]), self._ramp_years(f))
+            cap[:, ci] += annual_feed / 12.0 * ramp
+        return cap
+
+    def sep_heavy(self) -> np.ndarray:
+        fac = self.facilities
+        rows = fac[(fac["stage"] == "separation") & fac["heavy_ree"].fillna(False).astype(bool)
+                   & (fac["status"] != "closed")]
+        return np.array([c in set(rows["country"]) for c in self.countries])
+
+    def magnet_capacity(self, base_output: dict[str, float], growth: np.ndarray) -> np.ndarray:
+        cap = np.zeros((len(self.months), len(self.countries)))
+        for code, value in base_output.items():
+            cap[:, self.c[code]] = value / 12.0
+        # China's magnet industry has expanded with demand (JL Mag 35 kt -> 60 kt by 2027,
+        # facilities.csv); the baseline keeps its capacity in step with world magnet demand.
+        cap[:, self.c[CHINA]] *= np.maximum(growth, 1.0)
+        for _, f in self._pipeline("magnet").iterrows():
+            if f["capacity_unit"] != "t magnet/yr":
+                continue
+            ramp = _ramp(self.months, int(f["start_year"]), self._ramp_years(f))
+            cap[:, self.c[f["country"]]] += f["capacity"] / 12.0 * ramp
+        return cap
+
+    def _outage_factor(self, stage: str, capacity: np.ndarray) -> np.ndarray:
+        factor = np.ones_like(capacity)
+        fac = self.ds.facilities.set_index("facility_id")
+        for event in self.sc.events:
+            if not isinstance(event, FacilityOutage):
+                continue
+            f = fac.loc[event.facility]
+            if f["stage"] != stage or f["country"] not in self.c:
+                continue
+            ci = self.c[f["country"]]
+            t0 = month_index(self.sc.start, event.start)
+            t1 = len(self.months) if event.months is None else t0 + event.months
+            for t in range(max(t0, 0), min(t1, len(self.months))):
+                country_cap = capacity[t, ci] * 12.0
+                lost = event.fraction * (f["capacity"] if not math.isnan(f["capacity"])
+                                         else country_cap)
+                share = min(1.0, lost / country_cap) if country_cap > 0 else 0.0
+                factor[t, ci] *= 1.0 - share
+        return factor
+
+    # ---- demand ------------------------------------------------------------------------------
+    def magnet_grades(self) -> tuple[list[str], np.ndarray]:
+        mg = self.ds.magnet_grades
+        grades = list(dict.fromkeys(mg["grade"]))
+        content = np.zeros((len(grades), len(self.elements)))
+        for _, row in mg.iterrows():
+            if row["component"] in self.e:
+                ei = self.e[row["component"]]
+                content[grades.index(row["grade"]), ei] += (
+                    row["mass_fraction"] / self.oxide_to_metal[ei]
+                )
+        return grades, content
+
+    def apparent_consumption(self, magnet_output: dict[str, float]) -> dict[str, float]:
+        tl = self.ds.trade_links
+        tl = tl[(tl["stage"] == "magnet") & (tl["year"] == self.base) & tl["value"].notna()]
+        consumption = {c: 0.0 for c in self.countries}
+        for code, value in magnet_output.items():
+            consumption[code] += value
+        for _, f in tl.iterrows():
+            if f["importer"] == WORLD:
+                continue
+            consumption[f["exporter"]] -= f["value"]
+            consumption[f["importer"]] += f["value"]
+        return {c: v for c, v in consumption.items() if v > 0}
+
+    def magnet_demand(self, consumption: dict[str, float], sectors: list[str],
+                      grades: list[str]) -> dict[str, np.ndarray]:
+        ds = self.ds
+        basis = ds.intensities[ds.intensities["demand_basis"].fillna(False).astype(bool)]
+        basis = basis.set_index("sector")
+        demand = ds.demand[ds.demand["year"] == self.base]
+        world_total = sum(consumption.values())
+        n_s = len(sectors)
+        need = np.zeros((len(self.countries), n_s))
+        itemised = [s for s in sectors if s in basis.index and s != "other_magnet_uses"]
+        world_rows = demand[demand["country"] == WORLD].set_index("sector")
+        for code, total in consumption.items():
+            ci = self.c[code]
+            share = total / world_total
+            for s in itemised:
+                kg = basis.loc[s, "kg_per_unit"]
+                rows = demand[(demand["sector"] == s) & (demand["country"] == code)]
+                if len(rows):
+                    units = float(rows["units"].sum())
+                elif s in world_rows.index:
+                    units = float(world_rows.loc[s, "units"]) * share
+                else:
+                    units = 0.0
+                need[ci, sectors.index(s)] = units * kg / 1000.0
+            listed = need[ci].sum()
+            if listed > total:
+                need[ci] *= total / listed
+            need[ci, sectors.index("other_magnet_uses")] = max(0.0, total - need[ci].sum())
+        sector_grade = np.full(n_s, -1)
+        for s in sectors:
+            if s in basis.index and basis.loc[s, "material"] == "magnet":
+                sector_grade[sectors.index(s)] = grades.index(basis.loc[s, "grade_or_element"])
+        kg = np.array([basis.loc[s, "kg_per_unit"] if s in basis.index else np.nan
+                       for s in sectors])
+        return {"need": need, "sector_grade": sector_grade, "kg_per_unit": kg}
+
+    def growth_index(self, sectors: list[str]) -> np.ndarray:
+        """[T, C, S] demand multiplier relative to the base year, from demand growth paths."""
+        demand = self.ds.demand
+        years = _years(self.months) + (np.array([int(m[5:7]) for m in self.months]) - 6.5) / 12
+        index = np.ones((len(self.months), len(self.countries), len(sectors)))
+        for s in sectors:
+            rows = demand[(demand["sector"] == s) & demand["growth_rate"].notna()]
+            world = rows[rows["country"] == WORLD]
+            for code, ci in self.c.items():
+                own = rows[rows["country"] == code]
+                row = own.iloc[0] if len(own) else (world.iloc[0] if len(world) else None)
+                if row is None:
+                    continue
+                until = row["growth_until"] if not pd.isna(row["growth_until"]) else years.max()
+                span = np.clip(years, self.base + 0.5, until + 0.5) - (self.base + 0.5)
+                index[:, ci, sectors.index(s)] = (1.0 + row["growth_rate"]) ** span
+        return index
+
+    def element_to_sector(self, sectors: list[str]) -> np.ndarray:
+        nm = self.ds.non_magnet_demand
+        nm = nm[(nm["scope"] == WORLD) & nm["share"].notna() & (nm["year"] <= self.base)]
+        out = np.zeros((len(self.elements), len(sectors)))
+        latest = nm.sort_values("year").groupby("use").tail(1)
+        for _, row in latest.iterrows():
+            if row["use"] not in sectors:
+                continue
+            for el in row["elements"]:
+                if el in self.e:
+                    out[self.e[el], sectors.index(row["use"])] += row["share"]
+        fallback = sectors.index("other")
+        for ei in range(len(self.elements)):
+            total = out[ei].sum()
+            if total > 0:
+                out[ei] /= total
+            else:
+                out[ei, fallback] = 1.0
+        return out
+
+    def cover_months(self, sectors: list[str]) -> np.ndarray:
+        inv = self.ds.inventories
+        inv = inv[(inv["kind"] == "industry") & inv["weeks_of_cover"].notna()]
+        by_holder = inv.groupby("holder")["weeks_of_cover"].median()
+        vehicles = by_holder.get("conventional_vehicles", 0.0)
+        weeks = np.array([by_holder.get(s, vehicles) for s in sectors], dtype=float)
+        self.notes["user_cover"] = (
+            f"sectors without their own figure use the automotive median ({vehicles:g} weeks)"
+        )
+        return weeks / WEEKS_PER_MONTH
+
+    def prices(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        items = self.ds.items
+        prices = self.ds.prices
+        base = prices[(prices["market"] == "fob_china") & (prices["period"] == str(self.base))]
+        codes, weights, values = [], [], []
+        nd, pr = self.e["Nd"], self.e["Pr"]
+        for _, item in items[items["form"] == "oxide"].iterrows():
+            rows = base[base["item"] == item["code"]]
+            if rows.empty:
+                continue
+            vec = np.zeros(len(self.elements))
+            if set(item["elements"]) == {"Nd", "Pr"}:
+                vec[nd], vec[pr] = 0.75, 0.25
+            else:
+                for el in item["elements"]:
+                    vec[self.e[el]] = 1.0 / len(item["elements"])
+            codes.append(item["code"])
+            weights.append(vec)
+            values.append(float(rows["usd_per_kg"].iloc[0]))
+        return codes, np.array(weights), np.array(values)
+
+
+def _static_separated(b: _Builder, mine_cap: np.ndarray, conc: np.ndarray,
+                      composition: np.ndarray, sep_cap: np.ndarray, sep_heavy: np.ndarray,
+                      recovery: float) -> np.ndarray:
+    """Separated output [T, C, E] if every month ran at steady state (no stocks)."""
+    feed = np.einsum("tx,xc,xe->tce", mine_cap, conc, composition)
+    separable = feed * np.where(b.heavy[None, :], sep_heavy[:, None], True)[None]
+    total = np.maximum(separable.sum(axis=2), 1e-12)
+    return separable * np.minimum(1.0, sep_cap / total)[..., None] * recovery
+
+
+def _china_swing(b: _Builder, mine_cap: np.ndarray, conc: np.ndarray, composition: np.ndarray,
+                 sep_cap: np.ndarray, sep_heavy: np.ndarray, recovery: float,
+                 secondary: np.ndarray, element_need: np.ndarray) -> np.ndarray:
+    """China's quota multiplier [T] after the last USGS year: the baseline's closure rule.
+
+    MIIT sets the quota; the baseline assumes China raises it, from the last reported level,
+    just enough that the magnet element in shortest supply covers world need (the other elements
+    then accumulate: the balance problem). Never below 1.
+    """
+    years = _years(b.months)
+    late = years > b.last_reported_year()
+    lift = np.ones(len(b.months))
+    china = b.c[CHINA]
+    used = element_need.sum(axis=0) > 0
+    for _ in range(6):
+        cap = mine_cap.copy()
+        cap[:, china] *= lift
+        sep = sep_cap.copy()
+        sep[:, china] *= lift
+        separated = _static_separated(b, cap, conc, composition, sep, sep_heavy, recovery)
+        china_supply = separated[:, china] + secondary[china][None] * lift[:, None]
+        other_supply = separated.sum(axis=1) - separated[:, china]
+        required = np.divide(element_need - other_supply, china_supply,
+                             out=np.ones_like(element_need), where=china_supply > 1e-9)
+        factor = np.maximum(required[:, used].max(axis=1), 1.0)
+        lift = np.where(late, np.maximum(lift * factor, 1.0), 1.0)
+    return lift
+
+
+def _preference(flows: dict[tuple[str, str], float], countries: list[str],
+                fallback: np.ndarray) -> np.ndarray:
+    """Import preferences [X, C]: observed import shares, else shares of world output."""
+    n = len(countries)
+    pref = np.zeros((n, n))
+    for (x, c), value in flows.items():
+        if x in countries and c in countries and x != c:
+            pref[countries.index(x), countries.index(c)] += value
+    for ci in range(n):
+        col = pref[:, ci]
+        if col.sum() <= 0:
+            col = fallback.copy()
+            col[ci] = 0.0
+        pref[:, ci] = col / col.sum() if col.sum() > 0 else 0.0
+    return pref
+
+
+def compile_scenario(dataset: Dataset, scenario: Scenario) -> tuple[Network, Controls]:
+    """Build the kernel inputs for one scenario."""
+    b = _Builder(dataset, scenario)
+    months = scenario.months
+    n_t, n_c, n_e = len(months), len(b.countries), len(b.elements)
+    recovery = float(dataset.yields.query(
+        "from_stage == 'mining' and to_stage == 'separation' and parameter == 'recovery'"
+    )["value"].iloc[0])
+
+    mine_cap = b.mine_capacity()
+    composition = b.mine_composition()
+    separation = b._stage_output("separation")
+    conc = b.conc_shares(separation)
+    base_feed = (mine_cap[0][:, None] * conc).sum(axis=0)
+    sep_cap = b.sep_capacity(separation, base_feed, recovery, composition)
+    sep_heavy = b.sep_heavy()
+    mine_cap = mine_cap * b._outage_factor("mining", mine_cap)
+    sep_cap = sep_cap * b._outage_factor("separation", sep_cap)
+
+    sectors = dataset.sectors["code"].tolist()
+    grades, content = b.magnet_grades()
+    magnet_output = b._stage_output("magnet")
+    consumption = b.apparent_consumption(magnet_output)
+    dem = b.magnet_demand(consumption, sectors, grades)
+    growth = b.growth_index(sectors)
+    magnet_need = dem["need"][None] / 12.0 * growth
+    world_growth = magnet_need.sum(axis=(1, 2)) / max(magnet_need[0].sum(), 1e-9)
+    mag_cap = b.magnet_capacity(magnet_output, world_growth)
+    mag_cap = mag_cap * b._outage_factor("magnet", mag_cap)
+
+    # Base-year element balance (month 0): separated supply vs magnet element need.
+    feed = (mine_cap[0][:, None, None] * conc[:, :, None] * composition[:, None, :]).sum(axis=0)
+    separable = feed * np.where(b.heavy[None, :], sep_heavy[:, None], True)
+    take = separable * np.minimum(1.0, sep_cap[0] / np.maximum(separable.sum(axis=1), 1e-12))[
+        :, None]
+    separated = take * recovery
+    sector_grade = dem["sector_grade"]
+    onehot = np.zeros((len(sectors), len(grades)))
+    onehot[np.where(sector_grade >= 0)[0], sector_grade[sector_grade >= 0]] = 1
+    magnet_elements = (magnet_need[0] @ onehot) @ content  # [C,E] at users' countries
+    world_supply = separated.sum(axis=0)
+    world_magnet = magnet_elements.sum(axis=0)
+    secondary = np.zeros((n_c, n_e))
+    secondary[b.c[CHINA]] = np.maximum(world_magnet - world_supply, 0.0)
+    lift = np.ones(len(months))
+    # The closure serves need plus enough to rebuild users' target stocks within a year.
+    cover = b.cover_months(sectors)
+    headroom = 1.0 + float(np.average(cover, weights=magnet_need[0].sum(axis=0) + 1e-12)) / 12.0
+    if scenario.settings.china_quota_follows_demand:
+        element_need = (magnet_need.sum(axis=1) @ onehot) @ content * headroom  # [T,E]
+        lift = _china_swing(
+            b, mine_cap, conc, composition, sep_cap, sep_heavy, recovery, secondary, element_need
+        )
+        mine_cap[:, b.c[CHINA]] *= lift
+        sep_cap[:, b.c[CHINA]] *= lift
+    # Unrecorded output and recycling in China move with its quota (same lift).
+    secondary_t = secondary[None] * lift[:, None, None]
+    china = b.c[CHINA]
+    others = mag_cap.sum(axis=1) - mag_cap[:, china]
+    mag_cap[:, china] = np.maximum(mag_cap[:, china],
+                                   magnet_need.sum(axis=(1, 2)) * headroom - others)
+    surplus = np.maximum(world_supply - world_magnet, 0.0)
+    supply_share = separated / np.maximum(world_supply[None, :], 1e-12)
+    oxide_need = np.broadcast_to(surplus[None, None, :] * supply_share[None], (n_t, n_c, n_e))
+    oxide_need = oxide_need.copy()
+
+    refined_out = separated.sum(axis=1) + secondary.sum(axis=1)
+    tl = dataset.trade_links
+    tl = tl[(tl["year"] == scenario.base_year) & tl["value"].notna()]
+    ref_flows = {(r["exporter"], r["importer"]): r["value"]
+                 for _, r in tl[tl["stage"] == "separation"].iterrows()}
+    mag_flows = {(r["exporter"], r["importer"]): r["value"]
+                 for _, r in tl[tl["stage"] == "magnet"].iterrows()}
+    refined_pref = _preference(ref_flows, b.countries, refined_out)
+    magnet_pref = _preference(mag_flows, b.countries, mag_cap[0])
+
+    element_to_sector = b.element_to_sector(sectors)
+    _apply_demand_shocks(b, scenario, sectors, element_to_sector, magnet_need, oxide_need)
+    item_codes, item_weights, base_price = b.prices()
+    is_defense = np.array(
+        [c == "military" for c in dataset.sectors["end_use_class"]], dtype=bool
+    )
+    unit_value = dataset.sectors["unit_value_usd"].to_numpy(dtype=float)
+
+    network = Network(
+        countries=tuple(b.countries), elements=tuple(b.elements), grades=tuple(grades),
+        sectors=tuple(sectors), months=tuple(months), items=tuple(item_codes),
+        mine_capacity=mine_cap, mine_composition=composition, conc_shares=conc,
+        sep_capacity=sep_cap, sep_heavy=sep_heavy, heavy=b.heavy, sep_recovery=recovery,
+        secondary_supply=secondary_t, refined_preference=refined_pref,
+        magnet_capacity=mag_cap, grade_content=content, oxide_to_metal=b.oxide_to_metal,
+        magnet_preference=magnet_pref, magnet_need=magnet_need, oxide_need=oxide_need,
+        sector_grade=sector_grade, sector_is_defense=is_defense,
+        user_cover_months=cover,
+        element_to_sector=element_to_sector, kg_per_unit=dem["kg_per_unit"],
+        unit_value_usd=unit_value, item_elements=item_weights, base_price=base_price,
+        price_elasticity=scenario.settings.price_elasticity, price_smoothing=PRICE_SMOOTHING,
+        notes=b.notes,
+    )
+    return network, _controls(b, network, scenario)
+
+
+def _window(scenario: Scenario, event, n_months: int) -> slice:
+    """Months an event covers, clipped to the horizon."""
+    t0 = month_index(scenario.start, event.start)
+    t1 = n_months if event.months is None else min(n_months, t0 + event.months)
+    return slice(max(t0, 0), max(t1, 0))
+
+
+def _apply_demand_shocks(b: _Builder, scenario: Scenario, sectors: list[str],
+                         element_to_sector: np.ndarray, magnet_need: np.ndarray,
+                         oxide_need: np.ndarray) -> None:
+    """Multiply demand in place for every DemandShock event."""
+    n_t, n_c = magnet_need.shape[:2]
+    for event in scenario.events:
+        if not isinstance(event, DemandShock):
+            continue
+        when = _window(scenario, event, n_t)
+        si = sectors.index(event.sector)
+        cis = range(n_c) if event.country == WORLD else (
+            [b.c[event.country]] if event.country in b.c else [])
+        for ci in cis:
+            magnet_need[when, ci, si] *= event.factor
+            oxide_need[when, ci, :] *= 1.0 + (event.factor - 1.0) * element_to_sector[:, si]
+
+
+def _controls(b: _Builder, net: Network, scenario: Scenario) -> Controls:
+    n_t, n_c = len(net.months), len(net.countries)
+    n_e, n_g = len(net.elements), len(net.grades)
+    allowed_conc = np.ones((n_t, n_c, n_c))
+    allowed_ref = np.ones((n_t, n_c, n_c, n_e))
+    allowed_mag = np.ones((n_t, n_c, n_c, n_g))
+    stockpile = np.zeros((n_t, n_c, n_g))
+    items = b.ds.items.set_index("code")
+
+    for event in scenario.events:
+        when = _window(scenario, event, n_t)
+        if isinstance(event, TradeRestriction):
+            if event.exporter not in b.c:
+                continue
+            xi = b.c[event.exporter]
+            targets = (
+                [i for i in range(n_c) if i != xi] if event.importers == "all"
+                else [b.c[c] for c in event.importers if c in b.c and c != event.exporter]
+            )
+            codes = items.index.tolist() if event.items == "all" else event.items
+            keep = 1.0 - event.fraction
+            for code in codes:
+                item = items.loc[code]
+                for ci in targets:
+                    if item["stage"] == "mining":
+                        allowed_conc[when, xi, ci] = np.minimum(allowed_conc[when, xi, ci], keep)
+                    elif item["stage"] in ("separation", "metal"):
+                        for el in item["elements"]:
+                            ei = b.e[el]
+                            allowed_ref[when, xi, ci, ei] = np.minimum(
+                                allowed_ref[when, xi, ci, ei], keep)
+                    elif item["stage"] == "magnet" and not is_blank(item["magnet_grade"]):
+                        gi = net.grades.index(item["magnet_grade"])
+                        allowed_mag[when, xi, ci, gi] = np.minimum(
+                            allowed_mag[when, xi, ci, gi], keep)
+        elif isinstance(event, StockpileAction):
+            if event.country not in b.c:
+                continue
+            grade = items.loc[event.item, "magnet_grade"]
+            gi = net.grades.index(grade)
+            span = max(1, when.stop - when.start)
+            sign = 1.0 if event.type == "stockpile_release" else -1.0
+            stockpile[when, b.c[event.country], gi] += sign * event.tonnes / span
+    home_first = np.array([c in scenario.settings.domestic_priority for c in net.countries])
+    defense_first = np.array([c in scenario.settings.defense_priority for c in net.countries])
+    return Controls(
+        allowed_conc=allowed_conc, allowed_refined=allowed_ref, allowed_magnet=allowed_mag,
+        stockpile_to_users=stockpile, home_first=home_first, defense_first=defense_first,
+        switching_rate=scenario.settings.switching_rate,
+    )

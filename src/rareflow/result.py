@@ -1,0 +1,205 @@
+"""Simulation results: an ``xarray.Dataset`` with named dimensions, and the summary contract.
+
+The summary (``Result.summary()``, ``rareflow run --json``) is the stable contract that the report,
+the API and the dashboard read; docs/results.md documents it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from rareflow.dims import CHINA
+from rareflow.sim.kernel import INVENTORY_STAGES, STAGES
+from rareflow.sim.network import Network
+
+PERCENTILES = (5, 50, 95)
+MARKETS = ("china", "ex_china")
+TRADE_STAGES = ("concentrate", "refined", "magnet")
+#: A month counts as short when the world shortfall exceeds this share of need (numerical noise
+#: of the allocation is far below it).
+SHORTFALL_THRESHOLD = 1e-4
+
+
+def to_dataset(network: Network, raw: dict[str, np.ndarray], attrs: dict) -> xr.Dataset:
+    """Wrap the kernel's arrays with coordinates and units."""
+    net = network
+    runs = raw["production"].shape[0]
+    coords = {
+        "run": np.arange(runs), "month": list(net.months), "stage": list(STAGES),
+        "country": list(net.countries), "exporter": list(net.countries),
+        "importer": list(net.countries), "trade_stage": list(TRADE_STAGES),
+        "inventory_stage": list(INVENTORY_STAGES), "sector": list(net.sectors),
+        "element": list(net.elements), "item": list(net.items), "market": list(MARKETS),
+    }
+    kg = net.kg_per_unit
+    units = raw["shortfall"] * 1000.0 / np.where(np.isnan(kg), np.inf, kg)[None, None, None, :]
+    value = units * np.nan_to_num(net.unit_value_usd)[None, None, None, :]
+    trade = np.stack([raw["conc_trade"], raw["refined_trade"], raw["magnet_trade"]], axis=2)
+    data = {
+        "production": (("run", "month", "stage", "country"), raw["production"],
+                       {"units": "t per month: REO (mining, separation), metal, magnet"}),
+        "refined_output": (("run", "month", "country", "element"), raw["refined_output"],
+                           {"units": "t REO per month"}),
+        "trade": (("run", "month", "trade_stage", "exporter", "importer"), trade,
+                  {"units": "t per month: REO (concentrate, refined), magnet (magnet)"}),
+        "inventory": (("run", "month", "inventory_stage", "country"), raw["inventory"],
+                      {"units": "t at month end: REO (concentrate, refined), magnet"}),
+        "need": (("run", "month", "country", "sector"), raw["need"],
+                 {"units": "t per month: magnet (magnet sectors), REO (other sectors)"}),
+        "consumption": (("run", "month", "country", "sector"), raw["consumption"],
+                        {"units": "t per month, as need"}),
+        "shortfall": (("run", "month", "country", "sector"), raw["shortfall"],
+                      {"units": "t per month, as need"}),
+        "oxide_shortfall": (("run", "month", "country", "element"), raw["oxide_shortfall"],
+                            {"units": "t REO per month, non-magnet uses"}),
+        "units_not_built": (("run", "month", "country", "sector"), units,
+                            {"units": "units of the sector's product (see sectors.csv)"}),
+        "value_at_risk_usd": (("run", "month", "country", "sector"), value, {"units": "US$"}),
+        "price": (("run", "month", "item", "market"), raw["price"], {"units": "US$/kg"}),
+        "balance_error": (("run", "month", "balance"), raw["balance_error"],
+                          {"units": "relative error of each stage's mass balance"}),
+        "min_stock": (("run", "month"), raw["min_stock"], {"units": "t"}),
+    }
+    coords["balance"] = ["concentrate", "separation", "refined", "magnet", "users"]
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _bands(values: np.ndarray) -> dict[str, list[float]]:
+    """values [R, T] -> percentiles over runs, rounded for JSON."""
+    pct = np.percentile(values, PERCENTILES, axis=0)
+    return {f"p{p}": [round(float(v), 4) for v in row] for p, row in zip(PERCENTILES, pct,
+                                                                        strict=True)}
+
+
+def _scalar_bands(values: np.ndarray) -> dict[str, float | None]:
+    finite = values[~np.isnan(values)]
+    if finite.size == 0:
+        return {f"p{p}": None for p in PERCENTILES}
+    pct = np.percentile(finite, PERCENTILES)
+    return {f"p{p}": round(float(v), 4) for p, v in zip(PERCENTILES, pct, strict=True)}
+
+
+class Result:
+    """What ``rareflow.simulate`` returns: the dataset plus the summary contract."""
+
+    def __init__(self, dataset: xr.Dataset):
+        self.data = dataset
+
+    @property
+    def months(self) -> list[str]:
+        return [str(m) for m in self.data["month"].values]
+
+    def series(self) -> dict[str, np.ndarray]:
+        """Every summary series as [run, month] arrays."""
+        d = self.data
+        out: dict[str, np.ndarray] = {}
+        magnets = d["trade"].sel(trade_stage="magnet", exporter=CHINA)
+        foreign = [c for c in d["importer"].values if c != CHINA]
+        out["china_magnet_exports_t"] = magnets.sel(importer=foreign).sum("importer").values
+        for code in foreign:
+            out[f"china_magnet_exports_to_{code}_t"] = magnets.sel(importer=code).values
+        short = d["shortfall"].sum("country")
+        units = d["units_not_built"].sum("country")
+        need = d["need"].sum("country")
+        for sector in d["sector"].values:
+            out[f"shortfall_t.{sector}"] = short.sel(sector=sector).values
+            out[f"units_not_built.{sector}"] = units.sel(sector=sector).values
+        for item in d["item"].values:
+            for market in MARKETS:
+                out[f"price_usd_per_kg.{item}.{market}"] = d["price"].sel(
+                    item=item, market=market).values
+        users = d["inventory"].sel(inventory_stage="users").sum("country").values
+        weekly = need.values.sum(axis=2) * 12.0 / 52.0
+        out["inventory_weeks.all_magnet_users"] = np.divide(
+            users, weekly, out=np.zeros_like(users), where=weekly > 0)
+        for stage in STAGES:
+            world = d["production"].sel(stage=stage).sum("country").values
+            china = d["production"].sel(stage=stage, country=CHINA).values
+            out[f"production_t.{stage}"] = world
+            out[f"china_share.{stage}"] = np.divide(
+                china, world, out=np.zeros_like(world), where=world > 0)
+        return out
+
+    def headline(self) -> dict[str, np.ndarray]:
+        """Per-run scalars."""
+        d = self.data
+        units = d["units_not_built"].sum(("month", "country", "sector")).values
+        value = d["value_at_risk_usd"].sum(("month", "country", "sector")).values
+        short = d["shortfall"].sum(("country", "sector")).values
+        need = d["need"].sum(("country", "sector")).values
+        is_short = short > SHORTFALL_THRESHOLD * np.maximum(need, 1e-9)
+        first = np.where(is_short.any(axis=1), is_short.argmax(axis=1).astype(float), np.nan)
+        return {
+            "units_not_built_total": units,
+            "value_at_risk_usd": value,
+            "first_shortfall_month": first,
+            "shortfall_total_t": short.sum(axis=1),
+        }
+
+    def checks(self) -> dict[str, float]:
+        return {
+            "mass_balance_max_rel_error": float(self.data["balance_error"].max()),
+            "min_stock_t": float(self.data["min_stock"].min()),
+        }
+
+    def summary(self) -> dict:
+        """The summary contract (docs/results.md)."""
+        attrs = self.data.attrs
+        headline = {}
+        for name, values in self.headline().items():
+            bands = _scalar_bands(values)
+            if name == "first_shortfall_month":
+                bands = {k: (None if v is None else int(round(v))) for k, v in bands.items()}
+            headline[name] = bands
+        return {
+            "scenario": attrs.get("scenario"),
+            "runs": int(self.data.sizes["run"]),
+            "seed": attrs.get("seed"),
+            "months": self.months,
+            "series": {name: _bands(v) for name, v in self.series().items()},
+            "headline": headline,
+            "checks": self.checks(),
+        }
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def to_netcdf(self, path: str | Path) -> None:
+        self.data.to_netcdf(path)
+
+    def to_parquet(self, directory: str | Path) -> None:
+        """One Parquet file per variable, in long (tidy) form."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, var in self.data.data_vars.items():
+            var.to_dataframe(name=name).reset_index().to_parquet(directory / f"{name}.parquet")
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write summary.json, result.nc and parquet/ atomically: all of it or nothing.
+
+        Everything is written into a temporary directory beside ``out_dir`` and renamed into
+        place at the end, so an interrupted run never leaves a half-written result.
+        """
+        out_dir = Path(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        try:
+            (tmp / "summary.json").write_text(json.dumps(self.summary(), indent=1))
+            self.to_netcdf(tmp / "result.nc")
+            self.to_parquet(tmp / "parquet")
+            if out_dir.exists():
+                old = out_dir.with_name(f".{out_dir.name}.old")
+                os.replace(out_dir, old)
+                os.replace(tmp, out_dir)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out_dir

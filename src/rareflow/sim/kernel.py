@@ -1,0 +1,297 @@
+"""The monthly kernel: mine -> separation -> refined elements -> magnets -> users.
+
+Pure array code over a leading ``run`` axis; no I/O. One call simulates every month of a
+:class:`~rareflow.sim.network.Network` under its :class:`~rareflow.sim.network.Controls` and
+returns the trajectories as a dict of arrays. docs/model.md states each equation and where its
+parameters come from.
+
+Order of one month
+------------------
+1. Mines produce at capacity; concentrate ships along exporter shares (blocked shares stay home).
+2. Separators take up to their capacity from their concentrate stock (heavy rare earths only where
+   the country can separate them); recovery losses leave the system.
+3. Magnet users request what they consume plus what restores their target stock; magnet makers'
+   potential supply (stock plus capacity) is allocated to them (``market.allocate``).
+4. Magnet makers need refined elements for what they must make; refined stocks are allocated to
+   makers and to non-magnet users together.
+5. Makers produce what their scarcest element allows (fixed recipe per grade); deliveries scale
+   down accordingly; users consume from stock and receipts; what is missing is a shortfall.
+6. Buyers shift preference away from suppliers that failed them; prices move with scarcity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from rareflow.sim.market import allocate, switch_preferences
+from rareflow.sim.network import Controls, Network
+from rareflow.sim.prices import PriceState
+
+STAGES = ("mining", "separation", "metal", "magnet")
+INVENTORY_STAGES = ("concentrate", "refined", "magnet", "users")
+_EPS = 1e-12
+
+
+def _div(num: np.ndarray, den: np.ndarray, fill: float = 0.0) -> np.ndarray:
+    out = np.full(np.broadcast(num, den).shape, fill, dtype=float)
+    return np.divide(num, den, out=out, where=np.abs(den) > _EPS)
+
+
+def _shift_exporter_shares(
+    shares: np.ndarray, base: np.ndarray, allowed: np.ndarray, spare: np.ndarray, rate: float
+) -> np.ndarray:
+    """Exporters' destination shares relax, at ``rate`` per month, toward an open target.
+
+    shares [R,X,C] (rows sum to one), base [X,C] baseline shares, allowed [X,C], spare [R,C]
+    spare separation capacity. The target is the baseline shares of the destinations still open;
+    when every baseline foreign destination is closed, it is the open foreign destinations
+    weighted by their spare capacity, or home if none has any. When a restriction ends the same
+    rule brings the shares back to the baseline.
+    """
+    n = shares.shape[1]
+    eye = np.eye(n, dtype=bool)
+    open_base = base * allowed
+    foreign_open = (open_base * ~eye).sum(axis=1)  # [X]
+    foreign_base = (base * ~eye).sum(axis=1)
+    by_base = _div(open_base, open_base.sum(axis=1, keepdims=True))[None]  # [1,X,C]
+    by_spare = spare[:, None, :] * allowed[None] * ~eye[None]
+    spare_total = by_spare.sum(axis=2, keepdims=True)
+    home = np.broadcast_to(eye[None].astype(float), by_spare.shape)
+    by_spare = np.where(spare_total > _EPS, _div(by_spare, spare_total), home)
+    stranded = (foreign_base > _EPS) & (foreign_open <= _EPS)  # all foreign outlets closed
+    target = np.where(stranded[None, :, None], by_spare, by_base)
+    return shares + rate * (target - shares)
+
+
+def simulate_arrays(
+    network: Network,
+    controls: Controls,
+    runs: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Run every month for ``runs`` identical-parameter runs; return trajectories.
+
+    ``progress(done, total)`` is called after each month (for progress bars).
+
+    Returns
+    -------
+    dict of str to ndarray
+        Arrays with leading axes ``[run, month]``; see :mod:`rareflow.result` for names and units.
+    """
+    net, ctl = network, controls
+    r = runs
+    t_n, c_n, e_n, g_n, s_n, i_n = (net.shape[k] for k in
+                                    ("month", "country", "element", "grade", "sector", "item"))
+    idx = np.arange(c_n)
+    eye = np.eye(c_n, dtype=bool)
+    sector_onehot = np.zeros((s_n, g_n))
+    magnet_sectors = net.sector_grade >= 0
+    sector_onehot[np.where(magnet_sectors)[0], net.sector_grade[magnet_sectors]] = 1.0
+    separable_mask = np.where(net.heavy[None, :], net.sep_heavy[:, None], True)  # [C,E]
+    grade_uses = net.grade_content > 0  # [G,E]
+
+    # state
+    conc_stock = np.zeros((r, c_n, e_n))
+    refined_stock = np.zeros((r, c_n, e_n))
+    magnet_stock = np.zeros((r, c_n, g_n))
+    user_stock = np.broadcast_to(
+        net.magnet_need[0] * net.user_cover_months[None, :], (r, c_n, s_n)
+    ).copy()
+    conc_shares = np.broadcast_to(net.conc_shares, (r, c_n, c_n)).copy()
+    refined_pref = np.broadcast_to(net.refined_preference, (r, c_n, c_n)).copy()
+    magnet_pref = np.broadcast_to(net.magnet_preference, (r, c_n, c_n)).copy()
+    prices = PriceState.start(net, r)
+
+    out = {
+        "production": np.zeros((r, t_n, len(STAGES), c_n)),
+        "refined_output": np.zeros((r, t_n, c_n, e_n)),
+        "conc_trade": np.zeros((r, t_n, c_n, c_n)),
+        "refined_trade": np.zeros((r, t_n, c_n, c_n)),
+        "magnet_trade": np.zeros((r, t_n, c_n, c_n)),
+        "inventory": np.zeros((r, t_n, len(INVENTORY_STAGES), c_n)),
+        "need": np.zeros((r, t_n, c_n, s_n)),
+        "consumption": np.zeros((r, t_n, c_n, s_n)),
+        "shortfall": np.zeros((r, t_n, c_n, s_n)),
+        "oxide_shortfall": np.zeros((r, t_n, c_n, e_n)),
+        "price": np.zeros((r, t_n, i_n, 2)),
+        "balance_error": np.zeros((r, t_n, 5)),
+        "min_stock": np.zeros((r, t_n)),
+    }
+
+    for t in range(t_n):
+        before = (conc_stock.sum(axis=(1, 2)), refined_stock.sum(axis=(1, 2)),
+                  magnet_stock.sum(axis=(1, 2)), user_stock.sum(axis=(1, 2)))
+
+        # 1. mining and concentrate shipments
+        mined = net.mine_capacity[t][None, :, None] * net.mine_composition[None]
+        allowed_c = ctl.allowed_conc[t]
+        shares = conc_shares * allowed_c[None]
+        shares[:, idx, idx] += (conc_shares * (1.0 - allowed_c)[None]).sum(axis=2)
+        # Countries that cannot separate offer their held concentrate again with new output.
+        no_separation = net.sep_capacity[t] <= _EPS  # [C]
+        offered = mined + conc_stock * no_separation[None, :, None]
+        conc_stock = conc_stock * ~no_separation[None, :, None]
+        ship = offered[:, :, None, :] * shares[..., None]
+        conc_stock += ship.sum(axis=1)
+
+        # 2. separation
+        separable = conc_stock * separable_mask[None]
+        feed = separable.sum(axis=2)
+        take_share = np.minimum(1.0, _div(net.sep_capacity[t][None], feed))
+        take = separable * take_share[..., None]
+        conc_stock -= take
+        separated = take * net.sep_recovery
+        sep_loss = take - separated
+        refined_in = separated + net.secondary_supply[t][None]
+        refined_stock += refined_in
+        spare_sep = np.maximum(net.sep_capacity[t][None] - conc_stock.sum(axis=2), 0.0)
+        conc_shares = _shift_exporter_shares(
+            conc_shares, net.conc_shares, allowed_c, spare_sep, ctl.switching_rate
+        )
+
+        # 3. magnet requests and the magnet market
+        need_s = np.broadcast_to(net.magnet_need[t], (r, c_n, s_n))
+        target = need_s * net.user_cover_months[None, None, :]
+        request_s = need_s + np.maximum(target - user_stock, 0.0)
+        request_g = request_s @ sector_onehot  # [R,C,G]
+        total_request = request_g.sum(axis=(1, 2))
+        world_mix = _div(request_g.sum(axis=1), total_request[:, None])  # [R,G]
+        supply_g = magnet_stock + net.magnet_capacity[t][None, :, None] * world_mix[:, None, :]
+        plan, mag_requested = allocate(
+            supply_g, request_g, ctl.allowed_magnet[t], magnet_pref, ctl.home_first
+        )
+        planned = plan.sum(axis=2)  # [R,X,G]
+        from_stock = np.minimum(magnet_stock, planned)
+        to_make = planned - from_stock
+        element_need = np.einsum("rxg,ge->rxe", to_make, net.grade_content)
+
+        # 4. refined elements for makers and for non-magnet users
+        oxide_need = np.broadcast_to(net.oxide_need[t], (r, c_n, e_n))
+        refined_need = element_need + oxide_need
+        rflow, ref_requested = allocate(
+            refined_stock, refined_need, ctl.allowed_refined[t], refined_pref, ctl.home_first
+        )
+        refined_stock -= rflow.sum(axis=2)
+        received = rflow.sum(axis=1)  # [R,C,E]
+        to_makers = received * _div(element_need, refined_need)
+        to_users = received - to_makers
+
+        # 5. production limited by the scarcest element of each grade
+        element_ratio = np.where(element_need > _EPS, _div(to_makers, element_need), 1.0)
+        grade_ratio = np.where(
+            grade_uses[None, None, :, :], element_ratio[:, :, None, :], np.inf
+        ).min(axis=3)
+        grade_ratio = np.clip(np.where(np.isinf(grade_ratio), 1.0, grade_ratio), 0.0, 1.0)
+        made = to_make * grade_ratio
+        used = np.einsum("rxg,ge->rxe", made, net.grade_content)
+        refined_stock += to_makers - used
+        magnet_stock -= from_stock
+        delivered = from_stock + made
+        deliver_ratio = np.where(planned > _EPS, _div(delivered, planned), 1.0)
+        mflow = plan * deliver_ratio[:, :, None, :]
+
+        # users: receipts (and stockpile releases) shared over sectors of each grade
+        receipts = mflow.sum(axis=1) + np.maximum(ctl.stockpile_to_users[t], 0.0)[None]
+        sector_request = request_s * magnet_sectors[None, None, :]
+        alloc = _share_to_sectors(receipts, sector_request, sector_onehot, net.sector_is_defense,
+                                  ctl.defense_first)
+        user_stock += alloc
+        consumed = np.minimum(need_s, user_stock)
+        user_stock -= consumed
+        shortfall = need_s - consumed
+        oxide_short = np.maximum(oxide_need - to_users, 0.0)
+        oxide_used = oxide_need - oxide_short
+        surplus_to_users = to_users - oxide_used
+        refined_stock += surplus_to_users  # anything beyond need stays in stock
+
+        # 6. switching and prices
+        spare_mag = np.maximum(supply_g.sum(axis=2) - delivered.sum(axis=2), 0.0)
+        magnet_pref = switch_preferences(
+            magnet_pref, mag_requested.sum(axis=3), (mflow * ~eye[None, :, :, None]).sum(axis=3),
+            spare_mag, ctl.allowed_magnet[t].max(axis=2)[None], ctl.switching_rate,
+        )
+        spare_ref = refined_stock.sum(axis=2)
+        refined_pref = switch_preferences(
+            refined_pref, ref_requested.sum(axis=3), (rflow * ~eye[None, :, :, None]).sum(axis=3),
+            spare_ref, ctl.allowed_refined[t].max(axis=2)[None], ctl.switching_rate,
+        )
+        price = prices.update(refined_need, received)
+
+        # record
+        metal = (used * net.oxide_to_metal[None, None, :]).sum(axis=2)
+        out["production"][:, t, 0] = mined.sum(axis=2)
+        out["production"][:, t, 1] = separated.sum(axis=2)
+        out["production"][:, t, 2] = metal
+        out["production"][:, t, 3] = made.sum(axis=2)
+        out["refined_output"][:, t] = separated
+        out["conc_trade"][:, t] = ship.sum(axis=3)
+        out["refined_trade"][:, t] = rflow.sum(axis=3)
+        out["magnet_trade"][:, t] = mflow.sum(axis=3)
+        out["inventory"][:, t, 0] = conc_stock.sum(axis=2)
+        out["inventory"][:, t, 1] = refined_stock.sum(axis=2)
+        out["inventory"][:, t, 2] = magnet_stock.sum(axis=2)
+        out["inventory"][:, t, 3] = user_stock.sum(axis=2)
+        non_magnet_need = oxide_need @ net.element_to_sector
+        non_magnet_short = oxide_short @ net.element_to_sector
+        out["need"][:, t] = need_s + non_magnet_need
+        out["consumption"][:, t] = consumed + (non_magnet_need - non_magnet_short)
+        out["shortfall"][:, t] = shortfall + non_magnet_short
+        out["oxide_shortfall"][:, t] = oxide_short
+        out["price"][:, t] = price
+
+        # mass balance of each stage (world, all elements), as relative errors
+        scale = np.maximum(mined.sum(axis=(1, 2)), 1.0)
+        after = (conc_stock.sum(axis=(1, 2)), refined_stock.sum(axis=(1, 2)),
+                 magnet_stock.sum(axis=(1, 2)), user_stock.sum(axis=(1, 2)))
+        out["balance_error"][:, t, 0] = np.abs(
+            after[0] - before[0] - (mined.sum(axis=(1, 2)) - take.sum(axis=(1, 2)))) / scale
+        out["balance_error"][:, t, 1] = np.abs(
+            take.sum(axis=(1, 2)) - separated.sum(axis=(1, 2)) - sep_loss.sum(axis=(1, 2))) / scale
+        out["balance_error"][:, t, 2] = np.abs(
+            after[1] - before[1] - (refined_in.sum(axis=(1, 2)) - used.sum(axis=(1, 2))
+                                    - oxide_used.sum(axis=(1, 2)))) / scale
+        mag_scale = np.maximum(made.sum(axis=(1, 2)), 1.0)
+        out["balance_error"][:, t, 3] = np.abs(
+            after[2] - before[2] - (made.sum(axis=(1, 2)) - delivered.sum(axis=(1, 2)))) / mag_scale
+        out["balance_error"][:, t, 4] = np.abs(
+            after[3] - before[3] - (receipts.sum(axis=(1, 2)) - consumed.sum(axis=(1, 2))))
+        out["balance_error"][:, t, 4] /= mag_scale
+        out["min_stock"][:, t] = np.minimum.reduce([
+            conc_stock.min(axis=(1, 2)), refined_stock.min(axis=(1, 2)),
+            magnet_stock.min(axis=(1, 2)), user_stock.min(axis=(1, 2)),
+        ])
+        if progress is not None:
+            progress(t + 1, t_n)
+    return out
+
+
+def _share_to_sectors(
+    receipts: np.ndarray,
+    request: np.ndarray,
+    sector_onehot: np.ndarray,
+    is_defense: np.ndarray,
+    defense_first: np.ndarray,
+) -> np.ndarray:
+    """Split each country's magnet receipts of a grade over the sectors using that grade.
+
+    receipts [R,C,G], request [R,C,S] -> allocation [R,C,S]. Pro rata to requests; in countries
+    with ``defense_first`` the defense sector is served before the others. Receipts beyond all
+    requests go pro rata too (they become stock).
+    """
+    req_g = request @ sector_onehot  # [R,C,G]
+    per_sector_g = receipts @ sector_onehot.T  # receipts of the sector's grade, [R,C,S]
+    total_g = req_g @ sector_onehot.T
+    prorata = per_sector_g * _div(request, total_g)
+    defense_req = request * is_defense[None, None, :]
+    defense_req_g = defense_req @ sector_onehot
+    defense_fill = np.minimum(defense_req_g, receipts)
+    rest_g = receipts - defense_fill
+    rest_req = request * ~is_defense[None, None, :]
+    rest_total = (rest_req @ sector_onehot) @ sector_onehot.T
+    rest = (rest_g @ sector_onehot.T) * _div(rest_req, rest_total)
+    defense_total = defense_req_g @ sector_onehot.T
+    defense_share = (defense_fill @ sector_onehot.T) * _div(defense_req, defense_total)
+    first = defense_share + rest
+    return np.where(defense_first[None, :, None], first, prorata)

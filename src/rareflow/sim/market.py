@@ -1,0 +1,164 @@
+"""Allocation of a product among buyers when sellers are in several countries.
+
+Pure array functions, vectorised over a leading ``run`` axis. Axes are named in the docstrings:
+``R`` runs, ``X`` exporting country, ``C`` importing country (the same country list as ``X``),
+``K`` product (a grade of magnet, or an element of refined oxide).
+
+The rules, in words (docs/model.md gives the equations):
+
+1. Buyers first look to their own country's supply; only what it cannot cover is requested from
+   abroad, split over foreign suppliers by the buyer's *import preferences* (baseline trade shares,
+   adapted by switching) times what export controls allow.
+2. A supplier short of supply either serves its own buyers first (``home_first``) or shares pro
+   rata between home and foreign requests.
+3. A second round offers what suppliers have left to what buyers still lack.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_EPS = 1e-12
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > _EPS)
+
+
+def _foreign_requests(
+    unmet: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """Split each buyer's unmet need over suppliers.
+
+    unmet [R,C,K]; weights [R,X,C,K] (zero on the diagonal) -> requests [R,X,C,K].
+    """
+    share = _safe_div(weights, weights.sum(axis=1, keepdims=True))
+    return unmet[:, None, :, :] * share
+
+
+def _serve(
+    supply: np.ndarray, home: np.ndarray, foreign: np.ndarray, home_first: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fill home [R,X,K] and foreign [R,X,C,K] requests from supply [R,X,K].
+
+    Returns (home_filled [R,X,K], foreign_filled [R,X,C,K]).
+    """
+    foreign_total = foreign.sum(axis=2)
+    # pro-rata: one ratio for everyone
+    ratio = np.minimum(1.0, _safe_div(supply, home + foreign_total))
+    ratio = np.where(home + foreign_total > _EPS, ratio, 0.0)
+    home_pr = home * ratio
+    foreign_pr = foreign * ratio[:, :, None, :]
+    # home first: home takes what it can, foreign shares the rest
+    home_hf = np.minimum(home, supply)
+    left = supply - home_hf
+    ratio_f = np.minimum(1.0, _safe_div(left, foreign_total))
+    foreign_hf = foreign * ratio_f[:, :, None, :]
+    hf = home_first[None, :, None]
+    return np.where(hf, home_hf, home_pr), np.where(hf[..., None], foreign_hf, foreign_pr)
+
+
+def allocate(
+    supply: np.ndarray,
+    need: np.ndarray,
+    allowed: np.ndarray,
+    preference: np.ndarray,
+    home_first: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flows from sellers to buyers.
+
+    Parameters
+    ----------
+    supply : ndarray [R, X, K]
+        What each country can deliver this month [t].
+    need : ndarray [R, C, K]
+        What buyers in each country want this month [t].
+    allowed : ndarray [X, C, K] or [R, X, C, K]
+        Share of a flow that export controls let through [-]; the diagonal (home trade) is 1.
+    preference : ndarray [R, X, C]
+        Buyer c's weight on foreign supplier x [-] (diagonal ignored).
+    home_first : ndarray [X] of bool
+        Sellers that serve their own country's buyers first when short.
+
+    Returns
+    -------
+    flow : ndarray [R, X, C, K]
+        Tonnes shipped from x to c, home deliveries on the diagonal. Never exceeds supply or need.
+    requested : ndarray [R, X, C, K]
+        Foreign requests placed (both rounds), for the switching rule.
+    """
+    n = supply.shape[1]
+    eye = np.eye(n, dtype=bool)
+    allowed = np.broadcast_to(allowed, (supply.shape[0], n, n, supply.shape[2]))
+    weights = preference[..., None] * allowed
+    weights = np.where(eye[None, :, :, None], 0.0, weights)
+    flow = np.zeros((supply.shape[0], n, n, supply.shape[2]))
+    home_need = need.copy()
+    remaining_supply = supply.copy()
+    remaining_need = need.copy()
+    # Round 1: foreign requests only for what home supply cannot cover at all.
+    unmet_if_home = np.maximum(need - supply, 0.0)
+    foreign = _foreign_requests(unmet_if_home, weights)
+    home_fill, foreign_fill = _serve(remaining_supply, home_need, foreign, home_first)
+    flow += foreign_fill
+    idx = np.arange(n)
+    flow[:, idx, idx, :] += home_fill
+    remaining_supply = remaining_supply - home_fill - foreign_fill.sum(axis=2)
+    remaining_need = remaining_need - home_fill - foreign_fill.sum(axis=1)
+    # Round 2: what buyers still lack, from their usual foreign suppliers that have supply left.
+    # New suppliers are reached only through switch_preferences, month by month.
+    spare = np.maximum(remaining_supply, 0.0)
+    lack = np.maximum(remaining_need, 0.0)
+    weights2 = weights * (spare[:, :, None, :] > _EPS)
+    foreign2 = _foreign_requests(lack, weights2)
+    requested = foreign + foreign2
+    ratio = np.minimum(1.0, _safe_div(spare, foreign2.sum(axis=2)))
+    flow += foreign2 * ratio[:, :, None, :]
+    return np.maximum(flow, 0.0), requested
+
+
+def switch_preferences(
+    preference: np.ndarray,
+    requested: np.ndarray,
+    received: np.ndarray,
+    spare: np.ndarray,
+    allowed: np.ndarray,
+    rate: float,
+) -> np.ndarray:
+    """Buyers move part of the preference they placed on suppliers that failed them.
+
+    Parameters
+    ----------
+    preference : ndarray [R, X, C]
+        Current import preferences; for each importer they sum to one over foreign suppliers.
+    requested, received : ndarray [R, X, C]
+        Foreign requests and deliveries this month, summed over products [t].
+    spare : ndarray [R, X]
+        Supply each country had left after allocation [t].
+    allowed : ndarray [R, X, C]
+        Whether any product may flow from x to c (0..1).
+    rate : float
+        Share of the failed preference moved each month [-] (scenario ``switching_rate``).
+
+    Notes
+    -----
+    With ``u = 1 - received / requested`` the failed share of supplier x (1 where export
+    controls close the route),
+    ``moved[c] = rate * sum_x p[x,c] u[x,c]`` is taken away proportionally and given to the other
+    suppliers in proportion to ``spare[x'] * allowed[x', c]``. Preferences keep summing to one;
+    nothing moves when no supplier has spare supply, and nothing changes in a month where every
+    request is met (so a quiet baseline stays put).
+    """
+    n = preference.shape[1]
+    eye = np.eye(n, dtype=bool)
+    failed = np.where(requested > _EPS, 1.0 - np.minimum(1.0, _safe_div(received, requested)), 0.0)
+    failed = np.maximum(failed, 1.0 - allowed)  # a closed supplier fails its buyers entirely
+    take = rate * preference * failed
+    target = spare[:, :, None] * allowed * ~eye[None]
+    target = target * (failed < 1.0 - 1e-9)  # do not move toward a supplier that failed entirely
+    total = target.sum(axis=1, keepdims=True)
+    has_target = total[:, 0, :] > _EPS
+    take = np.where(has_target[:, None, :], take, 0.0)
+    moved = take.sum(axis=1)
+    gain = _safe_div(target, total) * moved[:, None, :]
+    return preference - take + gain

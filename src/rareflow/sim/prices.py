@@ -1,0 +1,60 @@
+"""Prices per item and market (China domestic, outside China), moved by scarcity.
+
+Notes
+-----
+Each market m (``china`` = buyers in China, ``ex_china`` = all others) and element e has a
+scarcity ratio ``q = need / received`` of refined material this month (1 when fully served; need
+includes the restocking that users' depleted inventories ask for, so falling cover raises it).
+A smoothed log-signal ``z_t = (1 - lam) z_{t-1} + lam ln q_t`` drives the price through the
+constant-elasticity inverse demand curve
+
+.. math:: p_{m,i}(t) = p_{0,i} \\sum_e w_{i,e} \\exp(z_{m,e}(t) / \\varepsilon)
+
+with ``w`` the element weights of item i (e.g. NdPr oxide = 0.75 Nd + 0.25 Pr) and ``eps`` the
+short-run price elasticity of demand. The multiplier is capped at ``MAX_MULTIPLE``. Prices do not
+fall below the base-year level in this kernel: surplus, substitution and supply responses are
+the subject of the responses module (issue 5).
+
+References
+----------
+Binnemans, K. et al. (2013), "Rare-earth economics: the balance problem", JOM 65(7), 846-848:
+shortages of a minor constituent give dramatic price rises because demand is very inelastic.
+The elasticity value itself is an unsourced assumption (see docs/model.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rareflow.sim.network import Network
+
+MAX_MULTIPLE = 50.0
+_EPS = 1e-12
+
+
+@dataclass
+class PriceState:
+    network: Network
+    signal: np.ndarray  # [R, 2, E] smoothed log scarcity by market and element
+    china_mask: np.ndarray  # [C] bool
+
+    @classmethod
+    def start(cls, network: Network, runs: int) -> PriceState:
+        china = np.array([c == "CHN" for c in network.countries])
+        return cls(network, np.zeros((runs, 2, len(network.elements))), china)
+
+    def update(self, need: np.ndarray, received: np.ndarray) -> np.ndarray:
+        """need, received [R,C,E] -> prices [R, I, 2] in US$/kg."""
+        net = self.network
+        markets = np.stack([self.china_mask, ~self.china_mask])  # [2,C]
+        need_m = np.einsum("mc,rce->rme", markets, need)
+        got_m = np.einsum("mc,rce->rme", markets, received)
+        floor = np.maximum(got_m, need_m / MAX_MULTIPLE)
+        ratio = np.divide(need_m, floor, out=np.ones_like(need_m), where=need_m > _EPS)
+        lam = net.price_smoothing
+        self.signal = (1 - lam) * self.signal + lam * np.log(np.maximum(ratio, 1.0))
+        multiple = np.minimum(np.exp(self.signal / net.price_elasticity), MAX_MULTIPLE)
+        item_multiple = np.einsum("ie,rme->rim", net.item_elements, multiple)
+        return net.base_price[None, :, None] * item_multiple
