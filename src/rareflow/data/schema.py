@@ -46,6 +46,8 @@ TABLE_ORDER: tuple[str, ...] = (
     "non_magnet_demand",
     "prices",
     "inventories",
+    "policies",
+    "licence_regimes",
 )
 
 
