@@ -80,4 +80,4 @@ def test_runs_axis_gives_identical_runs():
     net = two_country_network(need_b=300.0)
     out = simulate_arrays(net, controls(net), runs=3)
     for name, values in out.items():
-        assert np.array_equal(values[0], values[2]), name
+        assert np.array_equal(values[0], values[2], equal_nan=True), name

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rareflow.compile import compile_scenario
+from rareflow.compile import compile_scenario, resolve_rules
 from rareflow.data import Dataset
+from rareflow.policy.check import ItemInfo, Shipment, check_shipment
+from rareflow.policy.rules import rules_from_table
 from rareflow.result import Result, to_dataset
 from rareflow.scenario import Scenario, ScenarioError, check_scenario
 from rareflow.sim.kernel import simulate_arrays
@@ -49,3 +51,46 @@ def simulate(
     attrs = {"scenario": scenario.name, "seed": seed, "start": scenario.start,
              "end": scenario.end, "base_year": scenario.base_year}
     return Result(to_dataset(network, raw, attrs))
+
+
+def check(shipment: Shipment, dataset: Dataset, scenario: Scenario | None = None) -> dict:
+    """Which rules apply to ``shipment``: the real timeline, or the rules of ``scenario``.
+
+    Raises
+    ------
+    ScenarioError
+        If the shipment names items or countries the dataset lacks.
+    """
+    countries = set(dataset.countries["iso3"])
+    errors = []
+    for field in ("exporter", "destination"):
+        if getattr(shipment, field) not in countries:
+            errors.append(f"{field} (value {getattr(shipment, field)!r}): not a country code "
+                          "in the dataset")
+    known = set(dataset.items["code"])
+    for j, item in enumerate(shipment.items):
+        if item.item not in known:
+            errors.append(f"items[{j}].item (value {item.item!r}): not an item code in the "
+                          "dataset")
+        if item.origin not in countries:
+            errors.append(f"items[{j}].origin (value {item.origin!r}): not a country code in "
+                          "the dataset")
+    if errors:
+        raise ScenarioError("shipment", errors)
+    rules = (resolve_rules(dataset, scenario) if scenario is not None
+             else rules_from_table(dataset.policies))
+    grades = dataset.magnet_grades
+    symbols = set(dataset.elements["symbol"])
+    grade_elements = {
+        g: {c for c in group["component"] if c in symbols}
+        for g, group in grades[grades["mass_fraction"] > 0].groupby("grade")
+    }
+    infos = {}
+    for row in dataset.items.to_dict("records"):
+        grade = row.get("magnet_grade")
+        infos[row["code"]] = ItemInfo(
+            code=row["code"], stage=row["stage"], form=row["form"], elements=set(row["elements"]),
+            magnet_elements=grade_elements.get(grade, set()) if isinstance(grade, str) else set(),
+        )
+    urls = dict(zip(dataset.sources["source_id"], dataset.sources["url"], strict=True))
+    return check_shipment(shipment, rules, infos, urls)

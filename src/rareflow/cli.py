@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rareflow import __version__
-from rareflow.api import simulate
+from rareflow.api import check, simulate
 from rareflow.data import TABLE_ORDER, Dataset, check_dataset, load_schema
 from rareflow.overview import supply_overview
 from rareflow.scenario import (
@@ -26,6 +26,7 @@ from rareflow.scenario import (
     builtin_names,
     load_scenario,
     parse_month,
+    read_yaml,
 )
 
 app = typer.Typer(
@@ -282,7 +283,7 @@ def run(
                                   progress=lambda done, total: bar.update(task, completed=done))
     except ScenarioError as exc:
         for line in exc.errors:
-            err.print(f"[red]{line}[/]", highlight=False, markup=False)
+            err.print(line, highlight=False, markup=False, style="red")
         raise _fail(f"scenario {scenario!r} is not valid ({len(exc.errors)} problem(s))") from None
     if out_dir is not None:
         result.write(out_dir)
@@ -334,3 +335,60 @@ def _print_summary(summary: dict) -> None:
     checks = summary["checks"]
     out.print(f"mass balance max rel. error {checks['mass_balance_max_rel_error']:.1e}, "
               f"min stock {checks['min_stock_t']:.1e} t")
+
+
+@app.command("check")
+def check_command(
+    shipment: Annotated[Path, typer.Argument(help="Shipment YAML file (see examples/).")],
+    scenario: Annotated[
+        str | None, typer.Option(help="Use this scenario's rules instead of the real timeline.")
+    ] = None,
+    data: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Which export-control rules apply to one shipment, whether a licence is needed, and why."""
+    import yaml
+    from pydantic import ValidationError
+
+    from rareflow.policy.check import Shipment
+
+    if not shipment.is_file():
+        raise _fail(f"SHIPMENT {str(shipment)!r}: no such file")
+    try:
+        raw = read_yaml(shipment.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, ValueError) as exc:
+        raise _fail(f"SHIPMENT {str(shipment)!r} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise _fail(f"SHIPMENT {str(shipment)!r}: expected a mapping of fields")
+    try:
+        parsed = Shipment.model_validate(raw)
+    except ValidationError as exc:
+        for item in exc.errors():
+            loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"])
+            value = item.get("input")
+            shown = "" if isinstance(value, dict | list) else f" (value {value!r})"
+            err.print(f"{loc.lstrip('.')}{shown}: {item['msg']}", highlight=False, markup=False)
+        raise _fail(f"shipment {str(shipment)!r} is not valid") from None
+    dataset = _load_or_exit(data)
+    try:
+        sc = load_scenario(scenario) if scenario else None
+        answer = check(parsed, dataset, sc)
+    except ScenarioError as exc:
+        for line in exc.errors:
+            err.print(line, highlight=False, markup=False)
+        raise _fail(f"{len(exc.errors)} problem(s) in the shipment or scenario") from None
+    if as_json:
+        print(json.dumps(answer, indent=2))
+        return
+    if answer["prohibited"]:
+        verdict = "[bold red]prohibited[/]"
+    elif answer["licence_required"]:
+        verdict = "[bold yellow]licence required[/]"
+    else:
+        verdict = "[bold green]no licence required[/]"
+    out.print(f"{parsed.exporter} -> {parsed.destination}, {parsed.date}: {verdict}")
+    for rule in answer["rules"]:
+        out.print(f"  rule {rule['id']}: {rule['outcome']} ({rule['source'] or 'no source url'})",
+                  highlight=False)
+    for reason in answer["reasons"]:
+        out.print(f"  - {reason}", highlight=False)

@@ -35,6 +35,8 @@ from rareflow.data import Dataset
 from rareflow.data.consistency import latest_edition
 from rareflow.data.validation import is_blank
 from rareflow.dims import CHINA, REST_OF_WORLD, WORLD
+from rareflow.policy.compile import PolicyTensors, compile_rules, regimes_from_table
+from rareflow.policy.rules import Rule, parse_date, rules_from_table
 from rareflow.scenario import (
     DemandShock,
     FacilityOutage,
@@ -97,8 +99,10 @@ class _Builder:
 
     def _pipeline(self, stage: str) -> pd.DataFrame:
         fac = self.facilities
-        statuses = list(PIPELINE_STATUSES) + (["planned"] if self.sc.settings.include_planned
-                                              else [])
+        # Operating plants that started after the base year are new capacity too (a 2010 base
+        # year meets Lynas Malaysia, opened 2012, this way).
+        statuses = ["operating", *PIPELINE_STATUSES] + (
+            ["planned"] if self.sc.settings.include_planned else [])
         rows = fac[(fac["stage"] == stage) & fac["status"].isin(statuses)
                    & fac["capacity"].notna() & fac["start_year"].notna()]
         return rows[rows["start_year"] > self.base]
@@ -200,7 +204,8 @@ class _Builder:
                     shares[xi, self.c[f["importer"]]] += min(1.0, f["value"] / made)
             shares[xi] = shares[xi] / max(1.0, shares[xi].sum())
             rest = 1.0 - shares[xi].sum()
-            home = xi if code in separation else self.c[REST_OF_WORLD]
+            # Without base-year separation tonnages (2010) every country processes at home.
+            home = xi if (code in separation or not separation) else self.c[REST_OF_WORLD]
             shares[xi, home] += rest
         self.notes["concentrate"] = (
             "countries without a separation row send unassigned concentrate to ROW"
@@ -212,6 +217,11 @@ class _Builder:
         cap = np.zeros((len(self.months), len(self.countries)))
         for code, value in separation.items():
             cap[:, self.c[code]] = value / recovery / 12.0
+        if not separation:
+            # No separation tonnages for the base year (2010: shares only): every country
+            # separates the feed it received in the base year.
+            cap[:] = feed[None, :]
+            self.notes["separation"] = "no base-year separation tonnages: capacity = base feed"
         china = self.c[CHINA]
         cap[:, china] = np.maximum(cap[:, china], feed[china])
         ndpr_share = composition[:, [self.e["Nd"], self.e["Pr"]]].sum(axis=1)
@@ -224,7 +234,7 @@ class _Builder:
             elif unit in ("t oxide/yr", "t HREO/yr"):
                 annual_feed = f["capacity"] / recovery
             elif unit == "t NdPr oxide/yr":
-                share = ndpr_share[ci] if ndpr_share[ci] > 0 else world_ndpr
+                share = ndpr_share[ci] if ndpr_share[ci] >= 0.05 else world_ndpr
                 annual_feed = f["capacity"] / share / recovery
             else:
                 continue
@@ -340,7 +350,8 @@ class _Builder:
         years = _years(self.months) + (np.array([int(m[5:7]) for m in self.months]) - 6.5) / 12
         index = np.ones((len(self.months), len(self.countries), len(sectors)))
         for s in sectors:
-            rows = demand[(demand["sector"] == s) & demand["growth_rate"].notna()]
+            rows = demand[(demand["sector"] == s) & demand["growth_rate"].notna()
+                          & (demand["year"] == self.base)]
             world = rows[rows["country"] == WORLD]
             for code, ci in self.c.items():
                 own = rows[rows["country"] == code]
@@ -386,7 +397,7 @@ class _Builder:
     def prices(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         items = self.ds.items
         prices = self.ds.prices
-        base = prices[(prices["market"] == "fob_china") & (prices["period"] == str(self.base))]
+        base = _base_prices(prices[prices["market"] == "fob_china"], self.base)
         codes, weights, values = [], [], []
         nd, pr = self.e["Nd"], self.e["Pr"]
         for _, item in items[items["form"] == "oxide"].iterrows():
@@ -403,6 +414,33 @@ class _Builder:
             weights.append(vec)
             values.append(float(rows["usd_per_kg"].iloc[0]))
         return codes, np.array(weights), np.array(values)
+
+
+def _foreign_non_magnet(b: _Builder, need: np.ndarray) -> np.ndarray:
+    """Move non-magnet demand abroad along aggregate refined trade (``item`` MREC rows).
+
+    For each exporter, the newest ``trade_links`` year at or before the base year is used; the
+    tonnes become non-magnet need in the importing country, with the exporter's mix of surplus
+    elements, and leave the exporter's own need (never below zero).
+    """
+    tl = b.ds.trade_links
+    tl = tl[tl["stage"].isin(["separation", "metal"]) & (tl["item"] == "MREC")
+            & tl["value"].notna() & (tl["year"] <= b.base) & (tl["importer"] != WORLD)]
+    out = need.copy()
+    for exporter, rows in tl.groupby("exporter"):
+        if exporter not in b.c:
+            continue
+        rows = rows[rows["year"] == rows["year"].max()]
+        xi = b.c[exporter]
+        mix = need[xi] / need[xi].sum() if need[xi].sum() > 0 else None
+        if mix is None:
+            continue
+        for _, row in rows.iterrows():
+            ci = b.c.get(row["importer"], b.c[REST_OF_WORLD])
+            moved = np.minimum(row["value"] / 12.0 * mix, out[xi])
+            out[xi] -= moved
+            out[ci] += moved
+    return out
 
 
 def _static_separated(b: _Builder, mine_cap: np.ndarray, conc: np.ndarray,
@@ -524,8 +562,9 @@ def compile_scenario(dataset: Dataset, scenario: Scenario) -> tuple[Network, Con
                                    magnet_need.sum(axis=(1, 2)) * headroom - others)
     surplus = np.maximum(world_supply - world_magnet, 0.0)
     supply_share = separated / np.maximum(world_supply[None, :], 1e-12)
-    oxide_need = np.broadcast_to(surplus[None, None, :] * supply_share[None], (n_t, n_c, n_e))
-    oxide_need = oxide_need.copy()
+    base_oxide_need = surplus[None, :] * supply_share  # [C,E] where separated
+    base_oxide_need = _foreign_non_magnet(b, base_oxide_need)
+    oxide_need = np.broadcast_to(base_oxide_need[None], (n_t, n_c, n_e)).copy()
 
     refined_out = separated.sum(axis=1) + secondary.sum(axis=1)
     tl = dataset.trade_links
@@ -563,6 +602,22 @@ def compile_scenario(dataset: Dataset, scenario: Scenario) -> tuple[Network, Con
     return network, _controls(b, network, scenario)
 
 
+def _base_prices(prices: pd.DataFrame, base_year: int) -> pd.DataFrame:
+    """Base-year prices: the annual average of the base year, else its earliest monthly or
+    quarterly quote, else the latest earlier annual average; one row per item."""
+    rows = []
+    for _, group in prices.groupby("item"):
+        periods = group["period"].astype(str)
+        annual = group[periods == str(base_year)]
+        within = group[periods.str.startswith(f"{base_year}-")].sort_values("period")
+        earlier = group[periods.str.fullmatch(r"\d{4}") & (periods < str(base_year))]
+        for candidate in (annual, within, earlier.sort_values("period", ascending=False)):
+            if len(candidate):
+                rows.append(candidate.iloc[0])
+                break
+    return pd.DataFrame(rows)
+
+
 def _window(scenario: Scenario, event, n_months: int) -> slice:
     """Months an event covers, clipped to the horizon."""
     t0 = month_index(scenario.start, event.start)
@@ -585,6 +640,72 @@ def _apply_demand_shocks(b: _Builder, scenario: Scenario, sectors: list[str],
         for ci in cis:
             magnet_need[when, ci, si] *= event.factor
             oxide_need[when, ci, :] *= 1.0 + (event.factor - 1.0) * element_to_sector[:, si]
+
+
+def resolve_rules(dataset: Dataset, scenario: Scenario) -> list[Rule]:
+    """The rules a scenario puts in play: library rules with its date changes, plus new ones."""
+    pol = scenario.policies
+    table = dataset.tables.get("policies")
+    library = {r.rule_id: r for r in rules_from_table(table)} if table is not None else {}
+    if pol.timeline:
+        chosen = [rid for rid, r in library.items() if r.acts_on_flows]
+    else:
+        chosen = []
+    chosen += [rid for rid in pol.include if rid not in chosen]
+    chosen = [rid for rid in chosen if rid not in pol.exclude]
+    rules = [library[rid] for rid in chosen]
+    changes = {c.id: c for c in pol.changes}
+    out = []
+    for rule in rules:
+        change = changes.get(rule.rule_id)
+        if change is not None:
+            update = {}
+            for field in ("effective", "suspended", "suspended_until", "ended"):
+                value = getattr(change, field)
+                if value is not None:
+                    update[field] = None if value == "none" else parse_date(value)
+            rule = rule.model_copy(update=update)
+        out.append(rule)
+    out += [Rule.model_validate(raw) for raw in pol.rules]
+    return out
+
+
+def _policy_tensors(b: _Builder, net: Network, scenario: Scenario) -> PolicyTensors | None:
+    rules = resolve_rules(b.ds, scenario)
+    if not any(r.acts_on_flows for r in rules):
+        return None
+    pol = scenario.policies
+    regimes = regimes_from_table(b.ds.licence_regimes) if pol.regimes == "library" else []
+    regimes = [r for r in regimes if r.regime_id not in pol.regime_exclude
+               and (pol.general_licences or r.state != "general_licence")]
+    if pol.extra_regimes:
+        extra = pd.DataFrame(pol.extra_regimes)
+        for column, empty in (("destinations", None), ("end", None), ("review_days_p90", None)):
+            if column not in extra:
+                extra[column] = empty
+        extra["destinations"] = extra["destinations"].map(
+            lambda v: list(v) if isinstance(v, list) else [])
+        extra["review_days_p90"] = extra["review_days_p90"].astype(float)
+        regimes += regimes_from_table(extra)
+    defaults = {k: v for k, v in {
+        "approval": pol.approval_share, "median": pol.review_days_median,
+        "p90": pol.review_days_p90, "validity": pol.validity_months, "leakage": pol.leakage,
+        "friction": pol.friction,
+    }.items() if v is not None}
+    grade_elements = [
+        {net.elements[e] for e in np.where(net.grade_content[g] > 0)[0]}
+        for g in range(len(net.grades))
+    ]
+    onehot = np.zeros((len(net.sectors), len(net.grades)))
+    mask = net.sector_grade >= 0
+    onehot[np.where(mask)[0], net.sector_grade[mask]] = 1.0
+    by_grade = net.magnet_need @ onehot  # [T,C,G]
+    defense = (net.magnet_need * net.sector_is_defense[None, None, :]) @ onehot
+    military = np.divide(defense, by_grade, out=np.zeros_like(by_grade), where=by_grade > 0)
+    return compile_rules(
+        rules, regimes, list(net.months), list(net.countries), list(net.elements),
+        grade_elements, military, defaults, pol.review_capacity_t_per_month,
+    )
 
 
 def _controls(b: _Builder, net: Network, scenario: Scenario) -> Controls:
@@ -636,4 +757,5 @@ def _controls(b: _Builder, net: Network, scenario: Scenario) -> Controls:
         allowed_conc=allowed_conc, allowed_refined=allowed_ref, allowed_magnet=allowed_mag,
         stockpile_to_users=stockpile, home_first=home_first, defense_first=defense_first,
         switching_rate=scenario.settings.switching_rate,
+        policy=_policy_tensors(b, net, scenario),
     )

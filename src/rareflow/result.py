@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from rareflow.dims import CHINA
-from rareflow.sim.kernel import INVENTORY_STAGES, STAGES
+from rareflow.sim.kernel import INVENTORY_STAGES, LICENCE_STATS, STAGES
 from rareflow.sim.network import Network
 
 PERCENTILES = (5, 50, 95)
@@ -63,11 +63,17 @@ def to_dataset(network: Network, raw: dict[str, np.ndarray], attrs: dict) -> xr.
                             {"units": "units of the sector's product (see sectors.csv)"}),
         "value_at_risk_usd": (("run", "month", "country", "sector"), value, {"units": "US$"}),
         "price": (("run", "month", "item", "market"), raw["price"], {"units": "US$/kg"}),
+        "licences": (("run", "month", "licence_stat", "country"), raw["licences"],
+                     {"units": "t per month of licensed product (refined t REO + magnet t), "
+                               "by destination; backlog in t per month of flow awaiting review"}),
+        "licence_wait_days": (("run", "month"), raw["licence_wait_days"],
+                              {"units": "days: median wait of the decisions made that month"}),
         "balance_error": (("run", "month", "balance"), raw["balance_error"],
                           {"units": "relative error of each stage's mass balance"}),
         "min_stock": (("run", "month"), raw["min_stock"], {"units": "t"}),
     }
     coords["balance"] = ["concentrate", "separation", "refined", "magnet", "users"]
+    coords["licence_stat"] = list(LICENCE_STATS)
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
@@ -119,6 +125,14 @@ class Result:
         weekly = need.values.sum(axis=2) * 12.0 / 52.0
         out["inventory_weeks.all_magnet_users"] = np.divide(
             users, weekly, out=np.zeros_like(users), where=weekly > 0)
+        lic = d["licences"]
+        for stat in ("applications", "approved", "denied", "backlog"):
+            out[f"licences.{stat}"] = lic.sel(licence_stat=stat).sum("country").values
+        out["licences.median_wait_days"] = np.nan_to_num(d["licence_wait_days"].values)
+        held = lic.sel(licence_stat="held_back")
+        for code in d["country"].values:
+            if code != CHINA:
+                out[f"licences.held_back_t.{code}"] = held.sel(country=code).values
         for stage in STAGES:
             world = d["production"].sel(stage=stage).sum("country").values
             china = d["production"].sel(stage=stage, country=CHINA).values

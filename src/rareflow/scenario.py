@@ -124,6 +124,74 @@ class FacilityOverride(_Strict):
     status: str | None = None
 
 
+class RuleChange(_Strict):
+    """Change the dates of a library rule in this scenario ('none' clears a date)."""
+
+    id: str
+    effective: str | None = None
+    suspended: str | None = None
+    suspended_until: str | None = None
+    ended: str | None = None
+
+    @field_validator("effective", "suspended", "suspended_until", "ended", mode="before")
+    @classmethod
+    def _day(cls, value: object) -> str | None:
+        if value is None or value == "none":
+            return value
+        import datetime as _dt
+
+        try:
+            _dt.date.fromisoformat(str(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date YYYY-MM-DD (or 'none')") from None
+        return str(value)
+
+
+class Policies(_Strict):
+    """Which export-control rules are in play, and how licences behave where no regime says."""
+
+    timeline: bool = Field(
+        False, description="Every library rule that acts on flows, with its real dates."
+    )
+    include: list[str] = Field(default_factory=list, description="Library rule ids to add.")
+    exclude: list[str] = Field(default_factory=list, description="Library rule ids to drop.")
+    changes: list[RuleChange] = Field(default_factory=list)
+    rules: list[dict] = Field(
+        default_factory=list,
+        description="New rules, with the columns of data/policies.csv (docs/policy.md).",
+    )
+    regimes: Literal["library", "none"] = Field(
+        "library", description="Use the licensing practice of data/licence_regimes.csv, or none "
+        "(defaults below everywhere).",
+    )
+    regime_exclude: list[str] = Field(
+        default_factory=list, description="regime_ids of the library to leave out."
+    )
+    extra_regimes: list[dict] = Field(
+        default_factory=list,
+        description="More regimes, with the columns of data/licence_regimes.csv.",
+    )
+    general_licences: bool = Field(
+        False, description="Apply general-licence regimes to every buyer. Off by default: they "
+        "went to named customers only and the share of trade they covered is not reported.",
+    )
+    approval_share: float | None = Field(default=None, ge=0, le=1)
+    review_days_median: float | None = Field(default=None, ge=0)
+    review_days_p90: float | None = Field(default=None, ge=0)
+    validity_months: float | None = Field(default=None, ge=1)
+    leakage: float = Field(0.0, ge=0, le=1, description="Share of blocked flow that leaks [-].")
+    friction: float = Field(
+        0.0, ge=0, le=1, description="Share of uncontrolled goods of the same forms that "
+        "exporters hold back while a licence rule is in force (administrative friction) [-]; "
+        "no source gives a value, so the default is zero.",
+    )
+    review_capacity_t_per_month: dict[str, float] = Field(
+        default_factory=dict,
+        description="Exporter -> tonnes per month of applications it can decide (default "
+        "unbounded).",
+    )
+
+
 class Settings(_Strict):
     """Behaviour of buyers and sellers; defaults documented in docs/model.md."""
 
@@ -166,6 +234,7 @@ class Scenario(_Strict):
     base_year: int = 2024
     overrides: list[FacilityOverride] = Field(default_factory=list)
     events: list[Event] = Field(default_factory=list)
+    policies: Policies = Field(default_factory=Policies)
     settings: Settings = Field(default_factory=Settings)
 
     @field_validator("start", "end")
@@ -222,6 +291,22 @@ def scenario_from_dict(raw: object, source: str = "<dict>") -> Scenario:
         raise ScenarioError(source, errors) from None
 
 
+class _TextDatesLoader(yaml.SafeLoader):
+    """YAML loader that leaves dates as text, so a bad date is reported by the field's own
+    validator (with the field's name) rather than by the YAML parser."""
+
+
+_TextDatesLoader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def read_yaml(text: str) -> object:
+    """Parse YAML with dates kept as strings."""
+    return yaml.load(text, Loader=_TextDatesLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def builtin_dir() -> Path:
     return Path(str(resources.files("rareflow").joinpath("scenarios")))
 
@@ -242,8 +327,8 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
              + ", ".join(builtin_names())],
         )
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
+        raw = read_yaml(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, ValueError) as exc:
         raise ScenarioError(str(path), [f"(file): not valid YAML: {exc}"]) from None
     return scenario_from_dict(raw, str(path))
 
@@ -290,9 +375,83 @@ def check_scenario(scenario: Scenario, dataset: Dataset) -> list[str]:
         elif isinstance(event, StockpileAction):
             need(f"{where}.country", event.country, countries, "country code")
             need(f"{where}.item", event.item, magnets, "magnet item code")
+    errors += _check_policies(scenario, dataset)
+    known_sources = set(dataset.sources["source_id"])
+    for j, source in enumerate(scenario.sources):
+        if not source.startswith(("http://", "https://")) and source not in known_sources:
+            errors.append(f"sources[{j}] (value {source!r}): neither a URL nor a source_id of "
+                          "data/sources.csv")
     for field in ("domestic_priority", "defense_priority"):
         for j, code in enumerate(getattr(scenario.settings, field)):
             need(f"settings.{field}[{j}]", code, countries, "country code")
+    return errors
+
+
+def _check_policies(scenario: Scenario, dataset: Dataset) -> list[str]:
+    from rareflow.policy.rules import Rule
+
+    errors: list[str] = []
+    library = set(dataset.policies["rule_id"]) if "policies" in dataset.tables else set()
+    pol = scenario.policies
+    for field in ("include", "exclude"):
+        for j, rule_id in enumerate(getattr(pol, field)):
+            if rule_id not in library:
+                errors.append(f"policies.{field}[{j}] (value {rule_id!r}): not a rule_id in "
+                              "data/policies.csv")
+    regime_ids = (set(dataset.licence_regimes["regime_id"])
+                  if "licence_regimes" in dataset.tables else set())
+    for j, regime_id in enumerate(pol.regime_exclude):
+        if regime_id not in regime_ids:
+            errors.append(f"policies.regime_exclude[{j}] (value {regime_id!r}): not a regime_id "
+                          "in data/licence_regimes.csv")
+    rule_ids = library | {r.get("rule_id") for r in pol.rules if isinstance(r, dict)}
+    required = ("regime_id", "rule_id", "start", "state", "approval_share",
+                "review_days_median")
+    for j, raw in enumerate(pol.extra_regimes):
+        for key in required:
+            if key not in raw:
+                errors.append(f"policies.extra_regimes[{j}].{key}: required")
+        if raw.get("rule_id") is not None and raw.get("rule_id") not in rule_ids:
+            errors.append(f"policies.extra_regimes[{j}].rule_id (value {raw.get('rule_id')!r}): "
+                          "not a rule of the library or of this scenario")
+        share = raw.get("approval_share")
+        if share is not None and not (isinstance(share, int | float) and 0 <= share <= 1):
+            errors.append(f"policies.extra_regimes[{j}].approval_share (value {share!r}): must "
+                          "be a number between 0 and 1")
+    for j, change in enumerate(pol.changes):
+        if change.id not in library:
+            errors.append(f"policies.changes[{j}].id (value {change.id!r}): not a rule_id in "
+                          "data/policies.csv")
+    countries = set(dataset.countries["iso3"])
+    elements = set(dataset.elements["symbol"])
+    for j, raw in enumerate(pol.rules):
+        try:
+            rule = Rule.model_validate(raw)
+        except ValidationError as exc:
+            for item in exc.errors():
+                loc = ".".join(str(p) for p in item["loc"])
+                value = item.get("input")
+                shown = "" if isinstance(value, dict | list) else f" (value {value!r})"
+                errors.append(f"policies.rules[{j}].{loc}{shown}: {item['msg']}")
+            continue
+        for field in ("actor",):
+            if getattr(rule, field) not in countries:
+                errors.append(f"policies.rules[{j}].{field} (value {getattr(rule, field)!r}): "
+                              "not a country code in the dataset")
+        for field in ("destinations",):
+            for k, code in enumerate(getattr(rule, field)):
+                if code not in countries:
+                    errors.append(f"policies.rules[{j}].{field}[{k}] (value {code!r}): not a "
+                                  "country code in the dataset")
+        for field in ("elements", "magnet_content"):
+            for k, code in enumerate(getattr(rule, field)):
+                if code not in elements:
+                    errors.append(f"policies.rules[{j}].{field}[{k}] (value {code!r}): not an "
+                                  "element symbol")
+    for code in pol.review_capacity_t_per_month:
+        if code not in countries:
+            errors.append(f"policies.review_capacity_t_per_month (value {code!r}): not a "
+                          "country code in the dataset")
     return errors
 
 
@@ -300,6 +459,8 @@ __all__ = [
     "DemandShock",
     "Event",
     "FacilityOutage",
+    "Policies",
+    "RuleChange",
     "Scenario",
     "ScenarioError",
     "Settings",

@@ -25,12 +25,14 @@ from collections.abc import Callable
 
 import numpy as np
 
+from rareflow.policy.licences import LicenceQueue, review_hazards
 from rareflow.sim.market import allocate, switch_preferences
 from rareflow.sim.network import Controls, Network
 from rareflow.sim.prices import PriceState
 
 STAGES = ("mining", "separation", "metal", "magnet")
-INVENTORY_STAGES = ("concentrate", "refined", "magnet", "users")
+LICENCE_STATS = ("applications", "approved", "denied", "backlog", "held_back")
+INVENTORY_STAGES = ("concentrate", "refined", "magnet", "users", "stockpile_purchases")
 _EPS = 1e-12
 
 
@@ -103,6 +105,11 @@ def simulate_arrays(
     refined_pref = np.broadcast_to(net.refined_preference, (r, c_n, c_n)).copy()
     magnet_pref = np.broadcast_to(net.magnet_preference, (r, c_n, c_n)).copy()
     prices = PriceState.start(net, r)
+    pol = ctl.policy
+    mag_queue = LicenceQueue.empty(r, (c_n, c_n, g_n))
+    ref_queue = LicenceQueue.empty(r, (c_n, c_n, e_n))
+    origin_share = np.zeros((r, c_n))  # share of each maker's refined receipts from the actor
+    stockpile = np.zeros((r, c_n, g_n))  # magnets bought by governments in the simulation
 
     out = {
         "production": np.zeros((r, t_n, len(STAGES), c_n)),
@@ -116,6 +123,8 @@ def simulate_arrays(
         "shortfall": np.zeros((r, t_n, c_n, s_n)),
         "oxide_shortfall": np.zeros((r, t_n, c_n, e_n)),
         "price": np.zeros((r, t_n, i_n, 2)),
+        "licences": np.zeros((r, t_n, len(LICENCE_STATS), c_n)),
+        "licence_wait_days": np.full((r, t_n), np.nan),
         "balance_error": np.zeros((r, t_n, 5)),
         "min_stock": np.zeros((r, t_n)),
     }
@@ -126,7 +135,7 @@ def simulate_arrays(
 
         # 1. mining and concentrate shipments
         mined = net.mine_capacity[t][None, :, None] * net.mine_composition[None]
-        allowed_c = ctl.allowed_conc[t]
+        allowed_c = ctl.allowed_conc[t] if pol is None else ctl.allowed_conc[t] * pol.closed_conc[t]
         shares = conc_shares * allowed_c[None]
         shares[:, idx, idx] += (conc_shares * (1.0 - allowed_c)[None]).sum(axis=2)
         # Countries that cannot separate offer their held concentrate again with new output.
@@ -156,11 +165,24 @@ def simulate_arrays(
         target = need_s * net.user_cover_months[None, None, :]
         request_s = need_s + np.maximum(target - user_stock, 0.0)
         request_g = request_s @ sector_onehot  # [R,C,G]
+        # Government purchases (negative stockpile actions) are extra requests on the market.
+        purchase = np.maximum(-ctl.stockpile_to_users[t], 0.0)[None]  # [1,C,G]
+        release = np.maximum(ctl.stockpile_to_users[t], 0.0)[None]
+        request_g = request_g + purchase
         total_request = request_g.sum(axis=(1, 2))
         world_mix = _div(request_g.sum(axis=1), total_request[:, None])  # [R,G]
         supply_g = magnet_stock + net.magnet_capacity[t][None, :, None] * world_mix[:, None, :]
+        allowed_m = np.broadcast_to(ctl.allowed_magnet[t], (r, c_n, c_n, g_n))
+        if pol is not None:
+            allowed_m = allowed_m * pol.closed_magnet[t]
+            mag_req_lic = _licence_requests(request_g, supply_g, magnet_pref, allowed_m)
+            lic = _magnet_licences(pol, t, origin_share)
+            mstats = mag_queue.step(
+                mag_req_lic, lic[0], lic[1], review_hazards(lic[2][0], lic[3][0]), lic[5],
+                capacity=pol.capacity_t_per_month)
+            allowed_m = allowed_m * mag_queue.allowed_share(mag_req_lic, lic[0], lic[4])
         plan, mag_requested = allocate(
-            supply_g, request_g, ctl.allowed_magnet[t], magnet_pref, ctl.home_first
+            supply_g, request_g, allowed_m, magnet_pref, ctl.home_first
         )
         planned = plan.sum(axis=2)  # [R,X,G]
         from_stock = np.minimum(magnet_stock, planned)
@@ -170,8 +192,25 @@ def simulate_arrays(
         # 4. refined elements for makers and for non-magnet users
         oxide_need = np.broadcast_to(net.oxide_need[t], (r, c_n, e_n))
         refined_need = element_need + oxide_need
+        allowed_r = np.broadcast_to(ctl.allowed_refined[t], (r, c_n, c_n, e_n))
+        if pol is not None:
+            allowed_r = allowed_r * pol.closed_refined[t]
+            ref_req_lic = _licence_requests(refined_need, refined_stock, refined_pref, allowed_r)
+            quota = pol.quota_t_per_month[t]
+            if np.isfinite(quota).any():
+                exports = (ref_req_lic * ~eye[None, :, :, None]).sum(axis=(2, 3))  # [R,X]
+                factor = np.minimum(1.0, _div(quota[None], exports, fill=1.0))
+                allowed_r = allowed_r * np.where(eye[None, :, :, None], 1.0,
+                                                 factor[:, :, None, None])
+            rl = pol.refined
+            rstats = ref_queue.step(
+                ref_req_lic, rl.required[t][None], rl.approval[t][None],
+                review_hazards(rl.review_median_months[t], rl.review_p90_months[t]),
+                rl.validity_months[t][None], capacity=pol.capacity_t_per_month)
+            allowed_r = allowed_r * ref_queue.allowed_share(
+                ref_req_lic, rl.required[t][None], rl.leakage[t][None])
         rflow, ref_requested = allocate(
-            refined_stock, refined_need, ctl.allowed_refined[t], refined_pref, ctl.home_first
+            refined_stock, refined_need, allowed_r, refined_pref, ctl.home_first
         )
         refined_stock -= rflow.sum(axis=2)
         received = rflow.sum(axis=1)  # [R,C,E]
@@ -193,7 +232,10 @@ def simulate_arrays(
         mflow = plan * deliver_ratio[:, :, None, :]
 
         # users: receipts (and stockpile releases) shared over sectors of each grade
-        receipts = mflow.sum(axis=1) + np.maximum(ctl.stockpile_to_users[t], 0.0)[None]
+        arrived = mflow.sum(axis=1)
+        bought = arrived * _div(purchase, request_g)  # purchases share receipts pro rata
+        stockpile += bought
+        receipts = arrived - bought + release
         sector_request = request_s * magnet_sectors[None, None, :]
         alloc = _share_to_sectors(receipts, sector_request, sector_onehot, net.sector_is_defense,
                                   ctl.defense_first)
@@ -218,6 +260,13 @@ def simulate_arrays(
             spare_ref, ctl.allowed_refined[t].max(axis=2)[None], ctl.switching_rate,
         )
         price = prices.update(refined_need, received)
+        if pol is not None:
+            stats = _licence_stats(pol, t, lic, mstats, rstats, mag_req_lic, ref_req_lic,
+                                   mflow, rflow, eye)
+            out["licences"][:, t] = stats[0]
+            out["licence_wait_days"][:, t] = stats[1]
+            from_actor = rflow[:, pol.extra_actor].sum(axis=2)  # [R,C]
+            origin_share = _div(from_actor, rflow.sum(axis=(1, 3)))
 
         # record
         metal = (used * net.oxide_to_metal[None, None, :]).sum(axis=2)
@@ -233,6 +282,7 @@ def simulate_arrays(
         out["inventory"][:, t, 1] = refined_stock.sum(axis=2)
         out["inventory"][:, t, 2] = magnet_stock.sum(axis=2)
         out["inventory"][:, t, 3] = user_stock.sum(axis=2)
+        out["inventory"][:, t, 4] = stockpile.sum(axis=2)
         non_magnet_need = oxide_need @ net.element_to_sector
         non_magnet_short = oxide_short @ net.element_to_sector
         out["need"][:, t] = need_s + non_magnet_need
@@ -254,7 +304,8 @@ def simulate_arrays(
                                     - oxide_used.sum(axis=(1, 2)))) / scale
         mag_scale = np.maximum(made.sum(axis=(1, 2)), 1.0)
         out["balance_error"][:, t, 3] = np.abs(
-            after[2] - before[2] - (made.sum(axis=(1, 2)) - delivered.sum(axis=(1, 2)))) / mag_scale
+            after[2] - before[2] - (made.sum(axis=(1, 2)) - delivered.sum(axis=(1, 2)))
+            + (delivered.sum(axis=(1, 2)) - arrived.sum(axis=(1, 2)))) / mag_scale
         out["balance_error"][:, t, 4] = np.abs(
             after[3] - before[3] - (receipts.sum(axis=(1, 2)) - consumed.sum(axis=(1, 2))))
         out["balance_error"][:, t, 4] /= mag_scale
@@ -295,3 +346,60 @@ def _share_to_sectors(
     defense_share = (defense_fill @ sector_onehot.T) * _div(defense_req, defense_total)
     first = defense_share + rest
     return np.where(defense_first[None, :, None], first, prorata)
+
+
+def _licence_requests(need: np.ndarray, supply: np.ndarray, preference: np.ndarray,
+                      allowed: np.ndarray) -> np.ndarray:
+    """What buyers would ask each foreign supplier for if licences were no obstacle.
+
+    need, supply [R,C,K]; preference [R,X,C]; allowed [R,X,C,K] (bans and scenario limits only).
+    """
+    n = need.shape[1]
+    eye = np.eye(n, dtype=bool)
+    weights = preference[..., None] * allowed * ~eye[None, :, :, None]
+    share = _div(weights, weights.sum(axis=1, keepdims=True))
+    return np.maximum(need - supply, 0.0)[:, None] * share
+
+
+def _magnet_licences(pol, t: int, origin_share: np.ndarray) -> tuple:
+    """Licence parameters of magnet channels this month, extraterritorial reach included.
+
+    Returns (required, approval, median_months, p90_months, leakage, validity), each [R,X,C,G].
+    A magnet made outside the actor's country needs the actor's licence when the actor's share
+    of its maker's rare-earth inputs (by mass, last month) is at least the rule's threshold.
+    """
+    ml = pol.magnet
+    a = pol.extra_actor
+    threshold = pol.extraterritorial_threshold[t]  # [C,G]
+    extra = (~np.isnan(threshold))[None, None] & (
+        origin_share[:, :, None, None] >= np.nan_to_num(threshold, nan=np.inf)[None, None])
+    n = origin_share.shape[1]
+    not_actor = np.arange(n) != a
+    extra = extra & not_actor[None, :, None, None] & ~np.eye(n, dtype=bool)[None, :, :, None]
+    direct = np.broadcast_to(ml.required[t], extra.shape)
+    required = direct | extra
+
+    def pick(values: np.ndarray) -> np.ndarray:
+        own = np.broadcast_to(values[t], extra.shape)
+        actor = np.broadcast_to(values[t][a][None, None], extra.shape)
+        return np.where(direct, own, actor)
+
+    leakage = pick(ml.leakage)
+    return (required, pick(ml.approval), pick(ml.review_median_months),
+            pick(ml.review_p90_months), leakage, pick(ml.validity_months))
+
+
+def _licence_stats(pol, t, lic, mstats, rstats, mag_req, ref_req, mflow, rflow, eye):
+    """This month's licence statistics: (stats [R, 5, C], median wait days [R])."""
+    required = lic[0]
+    rl = pol.refined
+    foreign = ~eye[None, :, :, None]
+    held_m = np.maximum(mag_req - mflow, 0.0) * required * foreign
+    held_r = np.maximum(ref_req - rflow, 0.0) * rl.required[t][None] * foreign
+    stats = []
+    for key in ("applications", "approved", "denied", "backlog"):
+        stats.append(mstats[key].sum(axis=(1, 3)) + rstats[key].sum(axis=(1, 3)))
+    stats.append(held_m.sum(axis=(1, 3)) + held_r.sum(axis=(1, 3)))
+    wait = np.where(np.isnan(mstats["median_wait_days"]), rstats["median_wait_days"],
+                    mstats["median_wait_days"])
+    return np.stack(stats, axis=1), wait

@@ -75,6 +75,8 @@ def allocate(
         What buyers in each country want this month [t].
     allowed : ndarray [X, C, K] or [R, X, C, K]
         Share of a flow that export controls let through [-]; the diagonal (home trade) is 1.
+        A closed route (0) sends its buyers' requests to their other suppliers; on a partly open
+        route the buyer asks as usual and only the allowed share may ship (the rest is held back).
     preference : ndarray [R, X, C]
         Buyer c's weight on foreign supplier x [-] (diagonal ignored).
     home_first : ndarray [X] of bool
@@ -85,36 +87,34 @@ def allocate(
     flow : ndarray [R, X, C, K]
         Tonnes shipped from x to c, home deliveries on the diagonal. Never exceeds supply or need.
     requested : ndarray [R, X, C, K]
-        Foreign requests placed (both rounds), for the switching rule.
+        Foreign requests placed (both rounds), before export controls, for the switching rule.
     """
     n = supply.shape[1]
     eye = np.eye(n, dtype=bool)
     allowed = np.broadcast_to(allowed, (supply.shape[0], n, n, supply.shape[2]))
-    weights = preference[..., None] * allowed
-    weights = np.where(eye[None, :, :, None], 0.0, weights)
+    open_route = (allowed > _EPS) & ~eye[None, :, :, None]
+    weights = preference[..., None] * open_route
     flow = np.zeros((supply.shape[0], n, n, supply.shape[2]))
-    home_need = need.copy()
-    remaining_supply = supply.copy()
-    remaining_need = need.copy()
-    # Round 1: foreign requests only for what home supply cannot cover at all.
-    unmet_if_home = np.maximum(need - supply, 0.0)
-    foreign = _foreign_requests(unmet_if_home, weights)
-    home_fill, foreign_fill = _serve(remaining_supply, home_need, foreign, home_first)
-    flow += foreign_fill
     idx = np.arange(n)
+    # Round 1: foreign requests only for what home supply cannot cover at all; only the allowed
+    # share of each request may ship.
+    unmet_if_home = np.maximum(need - supply, 0.0)
+    asked = _foreign_requests(unmet_if_home, weights)
+    home_fill, foreign_fill = _serve(supply, need, asked * allowed, home_first)
+    flow += foreign_fill
     flow[:, idx, idx, :] += home_fill
-    remaining_supply = remaining_supply - home_fill - foreign_fill.sum(axis=2)
-    remaining_need = remaining_need - home_fill - foreign_fill.sum(axis=1)
-    # Round 2: what buyers still lack, from their usual foreign suppliers that have supply left.
-    # New suppliers are reached only through switch_preferences, month by month.
+    remaining_supply = supply - home_fill - foreign_fill.sum(axis=2)
+    remaining_need = need - home_fill - foreign_fill.sum(axis=1)
+    # Round 2: what buyers still lack, from their usual foreign suppliers that have supply left
+    # on fully open routes. New suppliers are reached only through switch_preferences.
     spare = np.maximum(remaining_supply, 0.0)
     lack = np.maximum(remaining_need, 0.0)
-    weights2 = weights * (spare[:, :, None, :] > _EPS)
-    foreign2 = _foreign_requests(lack, weights2)
-    requested = foreign + foreign2
-    ratio = np.minimum(1.0, _safe_div(spare, foreign2.sum(axis=2)))
-    flow += foreign2 * ratio[:, :, None, :]
-    return np.maximum(flow, 0.0), requested
+    fully_open = allowed >= 1.0 - 1e-9
+    weights2 = weights * (spare[:, :, None, :] > _EPS) * fully_open
+    asked2 = _foreign_requests(lack, weights2)
+    ratio = np.minimum(1.0, _safe_div(spare, asked2.sum(axis=2)))
+    flow += asked2 * ratio[:, :, None, :]
+    return np.maximum(flow, 0.0), asked + asked2
 
 
 def switch_preferences(
@@ -154,7 +154,7 @@ def switch_preferences(
     failed = np.where(requested > _EPS, 1.0 - np.minimum(1.0, _safe_div(received, requested)), 0.0)
     failed = np.maximum(failed, 1.0 - allowed)  # a closed supplier fails its buyers entirely
     take = rate * preference * failed
-    target = spare[:, :, None] * allowed * ~eye[None]
+    target = np.maximum(spare, 0.0)[:, :, None] * allowed * ~eye[None]
     target = target * (failed < 1.0 - 1e-9)  # do not move toward a supplier that failed entirely
     total = target.sum(axis=1, keepdims=True)
     has_target = total[:, 0, :] > _EPS

@@ -31,6 +31,7 @@ class Controls:
     home_first: np.ndarray  # [X] bool: exporter serves its own buyers first when short
     defense_first: np.ndarray  # [C] bool: defense users served first when short
     switching_rate: float = 0.1
+    policy: object | None = None  # rareflow.policy.compile.PolicyTensors, or None: no rules
 
 
 @dataclass(frozen=True)
