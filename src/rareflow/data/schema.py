@@ -48,6 +48,9 @@ TABLE_ORDER: tuple[str, ...] = (
     "inventories",
     "policies",
     "licence_regimes",
+    "governance",
+    "criticality_parameters",
+    "criticality_published",
 )
 
 
