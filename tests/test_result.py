@@ -78,7 +78,8 @@ def test_write_replaces_an_existing_result(result, tmp_path):
     target = tmp_path / "out"
     result.write(target)
     result.write(target)
-    assert sorted(p.name for p in target.iterdir()) == ["parquet", "result.nc", "summary.json"]
+    assert sorted(p.name for p in target.iterdir()) == ["parquet", "result.nc", "scenario.json",
+                                                        "summary.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 

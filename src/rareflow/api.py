@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+
+import numpy as np
 
 from rareflow.compile import compile_scenario, resolve_rules
 from rareflow.data import Dataset
@@ -49,8 +52,15 @@ def simulate(
     network, controls = compile_scenario(dataset, scenario)
     raw = simulate_arrays(network, controls, runs=runs, progress=progress)
     attrs = {"scenario": scenario.name, "seed": seed, "start": scenario.start,
-             "end": scenario.end, "base_year": scenario.base_year}
-    return Result(to_dataset(network, raw, attrs))
+             "end": scenario.end, "base_year": scenario.base_year,
+             "description": " ".join(scenario.description.split()),
+             "scenario_json": scenario.model_dump_json(),
+             "sector_grade": json.dumps({
+                 s: network.grades[g] for s, g in zip(network.sectors, network.sector_grade,
+                                                      strict=True) if g >= 0})}
+    capacity = np.stack([network.mine_capacity, network.sep_capacity, network.magnet_capacity],
+                        axis=1)
+    return Result(to_dataset(network, raw, attrs, capacity))
 
 
 def check(shipment: Shipment, dataset: Dataset, scenario: Scenario | None = None) -> dict:

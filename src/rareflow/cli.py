@@ -263,6 +263,10 @@ def run(
     ] = None,
     data: DataDir = None,
     as_json: JsonFlag = False,
+    report: Annotated[
+        bool, typer.Option("--report", help="Also write report.html (needs --out, or writes "
+                                             "to runs/SCENARIO).")
+    ] = False,
 ) -> None:
     """Simulate a scenario and print its summary."""
     start = _month_option(start, "--start")
@@ -285,8 +289,14 @@ def run(
         for line in exc.errors:
             err.print(line, highlight=False, markup=False, style="red")
         raise _fail(f"scenario {scenario!r} is not valid ({len(exc.errors)} problem(s))") from None
+    if report and out_dir is None:
+        out_dir = Path("runs") / sc.name
     if out_dir is not None:
         result.write(out_dir)
+    if report:
+        from rareflow.report.html import write_report
+
+        report_path = write_report(out_dir, dataset)
     summary = result.summary()
     if as_json:
         print(json.dumps(summary))
@@ -294,6 +304,8 @@ def run(
     _print_summary(summary)
     if out_dir is not None:
         out.print(f"result written to {out_dir}")
+    if report:
+        out.print(f"[bold]report:[/] {report_path.resolve()}", highlight=False)
 
 
 def _print_summary(summary: dict) -> None:
@@ -392,3 +404,96 @@ def check_command(
                   highlight=False)
     for reason in answer["reasons"]:
         out.print(f"  - {reason}", highlight=False)
+
+
+@app.command("report")
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by rareflow run --out.")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="HTML file to write (default RUN_DIR/report.html).")
+    ] = None,
+    static: Annotated[
+        Path | None, typer.Option("--static", help="Also write PNG charts (matplotlib) here.")
+    ] = None,
+    pdf: Annotated[bool, typer.Option("--pdf", help="With --static: PDF instead of PNG.")] = False,
+    data: DataDir = None,
+) -> None:
+    """Write one self-contained HTML report of a run (works offline)."""
+    from rareflow.report.html import write_report
+    from rareflow.report.static import write_static
+
+    if not (run_dir / "summary.json").is_file() or not (run_dir / "result.nc").is_file():
+        raise _fail(f"RUN_DIR {str(run_dir)!r}: expected summary.json and result.nc from "
+                    "`rareflow run ... --out DIR`")
+    path = write_report(run_dir, _load_or_exit(data), out_file)
+    out.print(f"report written to {path}")
+    if static is not None:
+        files = write_static(run_dir, static, "pdf" if pdf else "png")
+        out.print(f"static charts written: {', '.join(str(f) for f in files)}")
+
+
+@app.command("compare")
+def compare_command(
+    run_a: Annotated[Path, typer.Argument(help="First run directory.")],
+    run_b: Annotated[Path, typer.Argument(help="Second run directory.")],
+    out_file: Annotated[
+        Path, typer.Option("--out", help="Comparison report (HTML).")
+    ] = Path("comparison.html"),
+    as_json: JsonFlag = False,
+) -> None:
+    """Delta table of two runs' headline numbers, and a comparison report."""
+    from rareflow.report.compare import write_comparison
+
+    for run_dir in (run_a, run_b):
+        if not (run_dir / "summary.json").is_file():
+            raise _fail(f"RUN {str(run_dir)!r}: no summary.json (write one with "
+                        "`rareflow run ... --out DIR`)")
+    path, rows = write_comparison(run_a, run_b, out_file)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    view = Table(title=f"{run_a} (A) vs {run_b} (B), medians")
+    for column in ("measure", "A", "B", "B - A", "B / A"):
+        view.add_column(column, justify="right" if column != "measure" else "left")
+    for row in rows:
+        cells = ["-" if row[k] is None else f"{row[k]:,.2f}" for k in ("a", "b", "delta", "ratio")]
+        view.add_row(row["measure"], *cells)
+    out.print(view)
+    out.print(f"comparison report written to {path}")
+
+
+@app.command("criticality")
+def criticality_command(
+    scenario: Annotated[str, typer.Option(help="Scenario to simulate.")] = "baseline",
+    year: Annotated[int | None, typer.Option(help="Simulated year (default: the first).")] = None,
+    data: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """EU and USGS-style criticality computed in a simulated year, beside published values."""
+    from rareflow.criticality import criticality
+
+    dataset = _load_or_exit(data)
+    try:
+        sc = load_scenario(scenario)
+    except ScenarioError as exc:
+        for line in exc.errors:
+            err.print(line, highlight=False, markup=False)
+        raise _fail(f"scenario {scenario!r} is not valid") from None
+    years = sorted({int(m[:4]) for m in sc.months})
+    year = year or years[0]
+    if year not in years:
+        raise _fail(f"--year {year}: outside the scenario's years {years[0]}-{years[-1]}")
+    result = simulate(dataset, sc)
+    answer = criticality(result.data, dataset, year)
+    if as_json:
+        print(json.dumps(answer, indent=2))
+        return
+    view = Table(title=f"EU supply risk (SR) in {year}, scenario {sc.name}")
+    for column in ("subject", "SR (simulated)", "SR published", "EI published"):
+        view.add_column(column)
+    for subject, row in {**answer["groups"], **answer["elements"]}.items():
+        pub = answer["published"].get(subject, {})
+        view.add_row(subject, "-" if row["SR"] is None else f"{row['SR']:.2f}",
+                     str(pub.get("SR", "-")), str(pub.get("EI", "-")))
+    out.print(view)
+    out.print("EI is the published EU 2023 value; see docs/insight.md for the method and gaps.")

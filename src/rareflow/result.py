@@ -27,7 +27,8 @@ TRADE_STAGES = ("concentrate", "refined", "magnet")
 SHORTFALL_THRESHOLD = 1e-4
 
 
-def to_dataset(network: Network, raw: dict[str, np.ndarray], attrs: dict) -> xr.Dataset:
+def to_dataset(network: Network, raw: dict[str, np.ndarray], attrs: dict,
+               capacity: np.ndarray | None = None) -> xr.Dataset:
     """Wrap the kernel's arrays with coordinates and units."""
     net = network
     runs = raw["production"].shape[0]
@@ -37,6 +38,7 @@ def to_dataset(network: Network, raw: dict[str, np.ndarray], attrs: dict) -> xr.
         "importer": list(net.countries), "trade_stage": list(TRADE_STAGES),
         "inventory_stage": list(INVENTORY_STAGES), "sector": list(net.sectors),
         "element": list(net.elements), "item": list(net.items), "market": list(MARKETS),
+        "product": [*net.elements, *net.grades], "grade": list(net.grades),
     }
     kg = net.kg_per_unit
     units = raw["shortfall"] * 1000.0 / np.where(np.isnan(kg), np.inf, kg)[None, None, None, :]
@@ -68,10 +70,21 @@ def to_dataset(network: Network, raw: dict[str, np.ndarray], attrs: dict) -> xr.
                                "by destination; backlog in t per month of flow awaiting review"}),
         "licence_wait_days": (("run", "month"), raw["licence_wait_days"],
                               {"units": "days: median wait of the decisions made that month"}),
+        "held_back": (("run", "month", "country", "product"), raw["held_back"],
+                      {"units": "t per month held back by licences or bans, by destination; "
+                                "refined elements in t REO, magnet grades in t magnet"}),
+        "mine_composition": (("country", "element"), net.mine_composition,
+                             {"units": "share of each element in mined REO"}),
+        "grade_content": (("grade", "element"), net.grade_content,
+                          {"units": "t oxide (REO basis) per t of magnet"}),
         "balance_error": (("run", "month", "balance"), raw["balance_error"],
                           {"units": "relative error of each stage's mass balance"}),
         "min_stock": (("run", "month"), raw["min_stock"], {"units": "t"}),
     }
+    if capacity is not None:
+        data["capacity"] = (("month", "capacity_stage", "country"), capacity,
+                            {"units": "t per month: REO feed (mining, separation), magnet"})
+        coords["capacity_stage"] = ["mining", "separation", "magnet"]
     coords["balance"] = ["concentrate", "separation", "refined", "magnet", "users"]
     coords["licence_stat"] = list(LICENCE_STATS)
     return xr.Dataset(data, coords=coords, attrs=attrs)
@@ -204,6 +217,8 @@ class Result:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
         try:
             (tmp / "summary.json").write_text(json.dumps(self.summary(), indent=1))
+            if "scenario_json" in self.data.attrs:
+                (tmp / "scenario.json").write_text(self.data.attrs["scenario_json"])
             self.to_netcdf(tmp / "result.nc")
             self.to_parquet(tmp / "parquet")
             if out_dir.exists():

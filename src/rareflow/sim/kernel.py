@@ -125,6 +125,7 @@ def simulate_arrays(
         "price": np.zeros((r, t_n, i_n, 2)),
         "licences": np.zeros((r, t_n, len(LICENCE_STATS), c_n)),
         "licence_wait_days": np.full((r, t_n), np.nan),
+        "held_back": np.zeros((r, t_n, c_n, e_n + g_n)),
         "balance_error": np.zeros((r, t_n, 5)),
         "min_stock": np.zeros((r, t_n)),
     }
@@ -265,6 +266,7 @@ def simulate_arrays(
                                    mflow, rflow, eye)
             out["licences"][:, t] = stats[0]
             out["licence_wait_days"][:, t] = stats[1]
+            out["held_back"][:, t] = stats[2]
             from_actor = rflow[:, pol.extra_actor].sum(axis=2)  # [R,C]
             origin_share = _div(from_actor, rflow.sum(axis=(1, 3)))
 
@@ -390,7 +392,8 @@ def _magnet_licences(pol, t: int, origin_share: np.ndarray) -> tuple:
 
 
 def _licence_stats(pol, t, lic, mstats, rstats, mag_req, ref_req, mflow, rflow, eye):
-    """This month's licence statistics: (stats [R, 5, C], median wait days [R])."""
+    """This month's licence statistics: (stats [R, 5, C], median wait days [R], tonnes held back
+    by destination and product [R, C, E + G])."""
     required = lic[0]
     rl = pol.refined
     foreign = ~eye[None, :, :, None]
@@ -402,4 +405,5 @@ def _licence_stats(pol, t, lic, mstats, rstats, mag_req, ref_req, mflow, rflow, 
     stats.append(held_m.sum(axis=(1, 3)) + held_r.sum(axis=(1, 3)))
     wait = np.where(np.isnan(mstats["median_wait_days"]), rstats["median_wait_days"],
                     mstats["median_wait_days"])
-    return np.stack(stats, axis=1), wait
+    by_product = np.concatenate([held_r.sum(axis=1), held_m.sum(axis=1)], axis=2)  # [R,C,E+G]
+    return np.stack(stats, axis=1), wait, by_product
