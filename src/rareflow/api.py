@@ -22,6 +22,7 @@ def simulate(
     runs: int = 1,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    detail: bool = False,
 ) -> Result:
     """Simulate ``scenario`` on ``dataset``.
 
@@ -50,7 +51,7 @@ def simulate(
     if runs < 1:
         raise ScenarioError(scenario.name, [f"runs (value {runs}): must be at least 1"])
     network, controls = compile_scenario(dataset, scenario)
-    raw = simulate_arrays(network, controls, runs=runs, progress=progress)
+    raw = simulate_arrays(network, controls, runs=runs, progress=progress, detail=detail)
     attrs = {"scenario": scenario.name, "seed": seed, "start": scenario.start,
              "end": scenario.end, "base_year": scenario.base_year,
              "description": " ".join(scenario.description.split()),

@@ -497,3 +497,65 @@ def criticality_command(
                      str(pub.get("SR", "-")), str(pub.get("EI", "-")))
     out.print(view)
     out.print("EI is the published EU 2023 value; see docs/insight.md for the method and gaps.")
+
+
+@app.command("exposure")
+def exposure_command(
+    bom: Annotated[Path, typer.Argument(help="Bill of materials (YAML or CSV), see examples/bom.")],
+    scenario: Annotated[str, typer.Option(help="Scenario to play.")] = "history-2025",
+    runs: Annotated[int, typer.Option(min=1, max=1000, help="Ensemble size.")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the scenario run, exposure.json and report.html here."),
+    ] = None,
+    data: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """When each product line runs out under a scenario, units at risk, and what would help."""
+    from rareflow.exposure import BomError, analyse, load_bom
+
+    dataset = _load_or_exit(data)
+    try:
+        parsed = load_bom(bom, dataset)
+        sc = load_scenario(scenario)
+    except (BomError, ScenarioError) as exc:
+        for line in exc.errors:
+            err.print(line, highlight=False, markup=False)
+        raise _fail(f"{len(exc.errors)} problem(s); nothing was analysed") from None
+    answer = analyse(parsed, dataset, sc, runs=runs, seed=seed)
+    if out_dir is not None:
+        from rareflow.report.html import write_report
+
+        simulate(dataset, sc, runs=runs, seed=seed).write(out_dir)
+        (out_dir / "exposure.json").write_text(json.dumps(answer, indent=1))
+        write_report(out_dir, dataset)
+    if as_json:
+        print(json.dumps(answer, indent=2))
+        return
+    view = Table(title=f"{answer['company']} under {answer['scenario']} "
+                       f"(disruption from {answer['disruption_month']})")
+    for column in ("product", "months to stock-out", "units at risk", "value at risk US$",
+                   "binding: component / supplier / rule / element"):
+        view.add_column(column, overflow="fold")
+    for p in answer["products"]:
+        m = p["months_to_stockout"]["p50"]
+        b = p["binding"]
+        view.add_row(p["product"], "never" if m is None else f"{m:.0f}",
+                     f"{p['units_at_risk']['p50']:,.0f}", f"{p['value_at_risk_usd']['p50']:,.0f}",
+                     " / ".join(str(b[k] or "-") for k in ("component", "supplier", "rule",
+                                                            "element")))
+    out.print(view)
+    for p in answer["products"]:
+        table = Table(title=f"Mitigations: {p['product']}")
+        table.add_column("action")
+        table.add_column("result", justify="right")
+        for m in p["mitigations"]:
+            if "weeks_needed_p90" in m:
+                result = f"{m['weeks_needed_p90']:.1f} weeks needed (held {m['weeks_held']:g})"
+            else:
+                result = f"{m['units_at_risk_p50']:,.0f} units at risk"
+            table.add_row(m["action"], result)
+        out.print(table)
+    if out_dir is not None:
+        out.print(f"report: {(out_dir / 'report.html').resolve()}", highlight=False)

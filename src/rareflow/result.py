@@ -81,6 +81,13 @@ def to_dataset(network: Network, raw: dict[str, np.ndarray], attrs: dict,
                           {"units": "relative error of each stage's mass balance"}),
         "min_stock": (("run", "month"), raw["min_stock"], {"units": "t"}),
     }
+    if "magnet_fill" in raw:
+        data["magnet_fill"] = (("run", "month", "exporter", "importer", "grade"),
+                               raw["magnet_fill"], {"units": "share of open-route requests "
+                                                             "that shipped"})
+        data["refined_fill"] = (("run", "month", "exporter", "importer", "element"),
+                                raw["refined_fill"], {"units": "share of open-route requests "
+                                                               "that shipped"})
     if capacity is not None:
         data["capacity"] = (("month", "capacity_stage", "country"), capacity,
                             {"units": "t per month: REO feed (mining, separation), magnet"})

@@ -196,7 +196,8 @@ def _criticality_rows(data: xr.Dataset, dataset: Dataset, months: list[str]) -> 
     return rows, chart
 
 
-def render(data: xr.Dataset, summary: dict, scenario: dict, dataset: Dataset) -> str:
+def render(data: xr.Dataset, summary: dict, scenario: dict, dataset: Dataset,
+           exposure: dict | None = None) -> str:
     """The report as one HTML string."""
     months = summary["months"]
     runs = summary["runs"]
@@ -255,7 +256,7 @@ def render(data: xr.Dataset, summary: dict, scenario: dict, dataset: Dataset) ->
                   "title": r["title"], "url": r["url"]}
                  for r in sources.to_dict("records")],
         n_sources=len(sources), checks=summary["checks"],
-        plotly_js=plotly.offline.get_plotlyjs(),
+        plotly_js=plotly.offline.get_plotlyjs(), exposure=exposure,
     )
 
 
@@ -266,7 +267,9 @@ def write_report(run_dir: str | Path, dataset: Dataset, out: str | Path | None =
     scenario = json.loads((run_dir / "scenario.json").read_text()) if (
         run_dir / "scenario.json").is_file() else {}
     data = xr.load_dataset(run_dir / "result.nc")
-    html = render(data, summary, scenario, dataset)
+    exposure = json.loads((run_dir / "exposure.json").read_text()) if (
+        run_dir / "exposure.json").is_file() else None
+    html = render(data, summary, scenario, dataset, exposure)
     target = Path(out) if out else run_dir / "report.html"
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_text(html, encoding="utf-8")

@@ -72,10 +72,14 @@ def simulate_arrays(
     controls: Controls,
     runs: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    detail: bool = False,
 ) -> dict[str, np.ndarray]:
     """Run every month for ``runs`` identical-parameter runs; return trajectories.
 
-    ``progress(done, total)`` is called after each month (for progress bars).
+    ``progress(done, total)`` is called after each month (for progress bars). ``detail`` also
+    records, per exporter, importer and product, the share of what buyers would have asked
+    for with every route open that actually shipped (``magnet_fill``, ``refined_fill``; large:
+    meant for single runs such as a company's exposure analysis).
 
     Returns
     -------
@@ -126,6 +130,8 @@ def simulate_arrays(
         "licences": np.zeros((r, t_n, len(LICENCE_STATS), c_n)),
         "licence_wait_days": np.full((r, t_n), np.nan),
         "held_back": np.zeros((r, t_n, c_n, e_n + g_n)),
+        **({"magnet_fill": np.ones((r, t_n, c_n, c_n, g_n)),
+            "refined_fill": np.ones((r, t_n, c_n, c_n, e_n))} if detail else {}),
         "balance_error": np.zeros((r, t_n, 5)),
         "min_stock": np.zeros((r, t_n)),
     }
@@ -292,6 +298,19 @@ def simulate_arrays(
         out["shortfall"][:, t] = shortfall + non_magnet_short
         out["oxide_shortfall"][:, t] = oxide_short
         out["price"][:, t] = price
+        if detail:
+            open_m = _licence_requests(request_g, supply_g, magnet_pref,
+                                       np.ones_like(mflow))
+            open_r = _licence_requests(refined_need, refined_stock + rflow.sum(axis=2),
+                                       refined_pref, np.ones_like(rflow))
+            out["magnet_fill"][:, t] = np.where(open_m > _EPS, np.minimum(
+                1.0, _div(mflow, open_m)), 1.0)
+            out["refined_fill"][:, t] = np.where(open_r > _EPS, np.minimum(
+                1.0, _div(rflow, open_r)), 1.0)
+            idx_c = np.arange(c_n)
+            # home supply: the share of what makers planned that they could make (a domestic
+            # supplier serves its contracted buyers; no export rule stands between them)
+            out["magnet_fill"][:, t, idx_c, idx_c] = np.minimum(1.0, deliver_ratio)
 
         # mass balance of each stage (world, all elements), as relative errors
         scale = np.maximum(mined.sum(axis=(1, 2)), 1.0)
