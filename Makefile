@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint venv clean docs
+.PHONY: run test lint venv clean docs bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,11 @@ run: $(STAMP)
 	$(BIN)/rareflow run history-2025 --out runs/history-2025 --report
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
 
 docs: $(STAMP)
 	$(BIN)/python -m rareflow.data.docs > docs/data-tables.md

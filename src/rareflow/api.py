@@ -15,6 +15,9 @@ from rareflow.result import Result, to_dataset
 from rareflow.scenario import Scenario, ScenarioError, check_scenario
 from rareflow.sim.kernel import simulate_arrays
 
+#: Ensembles up to this size keep their full dataset by default.
+KEEP_RUNS = 256
+
 
 def simulate(
     dataset: Dataset,
@@ -23,6 +26,9 @@ def simulate(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     detail: bool = False,
+    batch_size: int = 128,
+    keep: bool | None = None,
+    parameter_values: np.ndarray | None = None,
 ) -> Result:
     """Simulate ``scenario`` on ``dataset``.
 
@@ -31,27 +37,40 @@ def simulate(
     dataset : Dataset
         From :func:`rareflow.load_dataset`.
     scenario : Scenario
-        From :func:`rareflow.load_scenario`.
+        From :func:`rareflow.load_scenario`; its ``uncertain`` block says which parameters vary
+        from run to run and how they are sampled.
     runs : int
-        Ensemble size; the run axis leads every array. Without uncertain parameters the runs are
-        identical.
+        Ensemble size; the run axis leads every array.
     seed : int
-        Seed for sampled parameters; identical seeds give identical results.
+        Seed of the parameter sampling; identical seeds give identical results, whatever the
+        batch size.
     progress : callable(done, total), optional
-        Called after each simulated month.
+        Called after each simulated month of each batch.
+    detail : bool
+        Also record per-route fill shares (for exposure analyses; large).
+    batch_size : int
+        Runs simulated together; bounds memory.
+    keep : bool, optional
+        Keep the full dataset (default: when ``runs <= 256``); otherwise only the summary
+        series and headline numbers of every run are kept.
+    parameter_values : ndarray [runs, d], optional
+        Values of the scenario's uncertain parameters to use instead of sampling them (for
+        designs such as Sobol/Saltelli and for distributed sweeps).
 
     Raises
     ------
     ScenarioError
         If the scenario names codes the dataset lacks or dates outside its horizon.
     """
+    from rareflow.ensemble import evaluate
+
     errors = check_scenario(scenario, dataset)
     if errors:
         raise ScenarioError(scenario.name, errors)
     if runs < 1:
         raise ScenarioError(scenario.name, [f"runs (value {runs}): must be at least 1"])
+    keep = runs <= KEEP_RUNS if keep is None else keep
     network, controls = compile_scenario(dataset, scenario)
-    raw = simulate_arrays(network, controls, runs=runs, progress=progress, detail=detail)
     attrs = {"scenario": scenario.name, "seed": seed, "start": scenario.start,
              "end": scenario.end, "base_year": scenario.base_year,
              "description": " ".join(scenario.description.split()),
@@ -61,7 +80,36 @@ def simulate(
                                                       strict=True) if g >= 0})}
     capacity = np.stack([network.mine_capacity, network.sep_capacity, network.magnet_capacity],
                         axis=1)
-    return Result(to_dataset(network, raw, attrs, capacity))
+    n_months = len(network.months)
+    total = n_months * runs
+    done_before = [0]
+
+    def simulate_batch(params, n):
+        raw = simulate_arrays(network, controls, runs=n, detail=detail, params=params,
+                              progress=(lambda d, t: progress(done_before[0] + d * n, total))
+                              if progress else None)
+        done_before[0] += n_months * n
+        result = Result(to_dataset(network, raw, attrs, capacity))
+        extra = {"__balance": raw["balance_error"].max(axis=(1, 2)),
+                 "__min_stock": raw["min_stock"].min(axis=1)}
+        return result.series(), {**result.headline(), **extra}, (result.data if keep else None)
+
+    labels, values, series, headline, kept = evaluate(
+        simulate_batch, scenario.uncertain, runs, seed, batch_size, values=parameter_values)
+    checks = {"mass_balance_max_rel_error": float(headline.pop("__balance").max()),
+              "min_stock_t": float(headline.pop("__min_stock").min())}
+    data = None
+    if keep:
+        import xarray as xr
+
+        data = xr.concat(kept, dim="run", data_vars="all") if len(kept) > 1 else kept[0]
+        data = data.assign_coords(run=np.arange(runs))
+        for name in ("capacity", "grade_content", "mine_composition"):
+            if name in data and "run" in data[name].dims:
+                data[name] = data[name].isel(run=0, drop=True)
+    return Result(data, series=series, headline=headline, checks=checks, attrs=attrs,
+                  months=list(network.months), parameters=(labels, values),
+                  thresholds=scenario.uncertain.thresholds)
 
 
 def check(shipment: Shipment, dataset: Dataset, scenario: Scenario | None = None) -> dict:

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import pandas as pd
 import typer
 from rich.console import Console
@@ -253,7 +254,7 @@ def _month_option(value: str | None, option: str) -> str | None:
 @app.command("run")
 def run(
     scenario: Annotated[str, typer.Argument(help="Built-in scenario name or a YAML file.")],
-    runs: Annotated[int, typer.Option(min=1, max=100_000, help="Ensemble size.")] = 1,
+    runs: Annotated[int, typer.Option(min=1, max=1_000_000, help="Ensemble size.")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     start: Annotated[str | None, typer.Option(help="First month, YYYY-MM.")] = None,
     end: Annotated[str | None, typer.Option(help="Last month, YYYY-MM.")] = None,
@@ -559,3 +560,136 @@ def exposure_command(
         out.print(table)
     if out_dir is not None:
         out.print(f"report: {(out_dir / 'report.html').resolve()}", highlight=False)
+
+
+def _scenario_or_exit(name: str):
+    try:
+        return load_scenario(name)
+    except ScenarioError as exc:
+        for line in exc.errors:
+            err.print(line, highlight=False, markup=False)
+        raise _fail(f"scenario {name!r} is not valid") from None
+
+
+@app.command("sensitivity")
+def sensitivity_command(
+    scenario: Annotated[str, typer.Argument(help="Scenario with an 'uncertain' block.")],
+    output: Annotated[str, typer.Option(help="Headline to explain.")] = "shortfall_total_t",
+    samples: Annotated[int, typer.Option(help="Saltelli base samples (a power of two).")] = 64,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    data: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Sobol indices (SALib) of a headline outcome for each uncertain parameter."""
+    from rareflow.sensitivity import sobol_indices
+
+    if samples < 2 or samples & (samples - 1):
+        raise _fail(f"--samples (value {samples}): must be a power of two (Sobol sequence)")
+    dataset = _load_or_exit(data)
+    sc = _scenario_or_exit(scenario)
+    try:
+        answer = sobol_indices(dataset, sc, output, samples, seed)
+    except ScenarioError as exc:
+        for line in exc.errors:
+            err.print(line, highlight=False, markup=False)
+        raise _fail("nothing to analyse") from None
+    if as_json:
+        print(json.dumps(answer, indent=2))
+        return
+    view = Table(title=f"Sobol indices of {output} ({answer['runs']} runs)")
+    for column in ("parameter", "S1", "S1 ±", "ST", "ST ±"):
+        view.add_column(column, justify="right" if column != "parameter" else "left")
+    for name, row in sorted(answer["parameters"].items(), key=lambda kv: -kv[1]["ST"]):
+        view.add_row(name, *(f"{row[k]:.3f}" for k in ("S1", "S1_conf", "ST", "ST_conf")))
+    out.print(view)
+
+
+@app.command("discover")
+def discover_command(
+    scenario: Annotated[str, typer.Argument(help="Scenario with an 'uncertain' block.")],
+    where: Annotated[
+        str, typer.Option(help="Outcome of interest, e.g. 'shortfall_total_t > 5000'.")
+    ],
+    runs: Annotated[int, typer.Option(min=10, max=100_000, help="Ensemble size.")] = 500,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    data: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Which parameter ranges lead to an outcome (PRIM scenario discovery)."""
+    from rareflow.discovery import condition, parse_where, prim
+
+    try:
+        name, op, threshold = parse_where(where)
+    except ValueError as exc:
+        raise _fail(f"--where: {exc}") from None
+    dataset = _load_or_exit(data)
+    sc = _scenario_or_exit(scenario)
+    if not sc.uncertain.parameters:
+        raise _fail(f"scenario {scenario!r} has no uncertain parameters to discover over")
+    result = simulate(dataset, sc, runs=runs, seed=seed, keep=False)
+    headline = result.headline()
+    if name not in headline:
+        raise _fail(f"--where: {name!r} is not a headline; choose one of {', '.join(headline)}")
+    labels, values = result.parameters
+    interest = condition(np.asarray(headline[name]), op, threshold)
+    box = prim(values, interest)
+    answer = {"where": where, "runs": runs, "share_of_interest": float(interest.mean()),
+              "box": {label: {"low": box["low"][k], "high": box["high"][k]}
+                      for k, label in enumerate(labels)},
+              "coverage": box["coverage"], "density": box["density"], "support": box["support"]}
+    if as_json:
+        print(json.dumps(answer, indent=2))
+        return
+    out.print(f"{answer['share_of_interest']:.0%} of {runs} runs meet '{where}'. Box: coverage "
+              f"{box['coverage']:.0%}, density {box['density']:.0%}, support {box['support']:.0%}")
+    view = Table(title="Parameter ranges of the box")
+    for column in ("parameter", "low", "high"):
+        view.add_column(column)
+    for label, lim in answer["box"].items():
+        view.add_row(label, f"{lim['low']:.4g}", f"{lim['high']:.4g}")
+    out.print(view)
+
+
+@app.command("sweep")
+def sweep_command(
+    scenario: Annotated[str, typer.Argument(help="Built-in scenario name or a YAML file.")],
+    runs: Annotated[int, typer.Option(min=1, help="Ensemble size.")] = 1000,
+    out_dir: Annotated[Path, typer.Option("--out", help="Sweep directory (resumable).")] = Path(
+        "runs/sweep"),
+    batch_size: Annotated[int, typer.Option(min=1, help="Runs per batch (one Dask task).")] = 64,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786 (default: "
+                                      "a local cluster).")
+    ] = None,
+    max_batches: Annotated[
+        int | None, typer.Option(help="Stop after this many new batches (resume later).")
+    ] = None,
+    data: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run an ensemble as Dask batches, persisting each; rerun the same command to resume."""
+    from rich.progress import Progress
+
+    from rareflow.sweep import run_sweep
+
+    _load_or_exit(data)
+    sc = _scenario_or_exit(scenario)
+    try:
+        with Progress(console=err, transient=True, disable=as_json) as bar:
+            task = bar.add_task(f"sweep {sc.name}", total=None)
+            summary = run_sweep(out_dir, sc, runs, seed, batch_size, scheduler,
+                                str(data) if data else None,
+                                progress=lambda d, t: bar.update(task, completed=d, total=t),
+                                max_batches=max_batches)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if summary is None:
+        err.print(f"sweep paused with batches still to run; rerun the same command to resume "
+                  f"({out_dir})")
+        raise typer.Exit(code=0)
+    if as_json:
+        print(json.dumps(summary))
+        return
+    _print_summary(summary)
+    out.print(f"sweep complete: {out_dir / 'summary.json'}")

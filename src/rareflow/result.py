@@ -113,17 +113,54 @@ def _scalar_bands(values: np.ndarray) -> dict[str, float | None]:
 
 
 class Result:
-    """What ``rareflow.simulate`` returns: the dataset plus the summary contract."""
+    """What ``rareflow.simulate`` returns: the dataset plus the summary contract.
 
-    def __init__(self, dataset: xr.Dataset):
-        self.data = dataset
+    Large ensembles keep only the per-run summary series and headline numbers (``data`` is then
+    None); smaller ones keep the full ``xarray.Dataset`` too.
+    """
+
+    def __init__(self, dataset: xr.Dataset | None, *, series: dict | None = None,
+                 headline: dict | None = None, checks: dict | None = None,
+                 attrs: dict | None = None, months: list[str] | None = None,
+                 parameters: tuple[list[str], np.ndarray] | None = None,
+                 thresholds: dict | None = None):
+        self._data = dataset
+        self._series = series
+        self._headline = headline
+        self._checks = checks
+        self.attrs = dict(attrs if attrs is not None else (dataset.attrs if dataset is not None
+                                                           else {}))
+        self._months = months
+        self.parameters = parameters or ([], np.zeros((self.runs, 0)))
+        self.thresholds = thresholds or {}
+
+    @property
+    def data(self) -> xr.Dataset:
+        if self._data is None:
+            raise ValueError("this ensemble kept only its summary; run with keep=True (or fewer "
+                             "runs) for the full dataset")
+        return self._data
+
+    @property
+    def has_data(self) -> bool:
+        return self._data is not None
+
+    @property
+    def runs(self) -> int:
+        if self._data is not None:
+            return int(self._data.sizes["run"])
+        return len(next(iter(self._headline.values())))
 
     @property
     def months(self) -> list[str]:
+        if self._months is not None:
+            return self._months
         return [str(m) for m in self.data["month"].values]
 
     def series(self) -> dict[str, np.ndarray]:
         """Every summary series as [run, month] arrays."""
+        if self._series is not None:
+            return self._series
         d = self.data
         out: dict[str, np.ndarray] = {}
         magnets = d["trade"].sel(trade_stage="magnet", exporter=CHINA)
@@ -163,6 +200,8 @@ class Result:
 
     def headline(self) -> dict[str, np.ndarray]:
         """Per-run scalars."""
+        if self._headline is not None:
+            return self._headline
         d = self.data
         units = d["units_not_built"].sum(("month", "country", "sector")).values
         value = d["value_at_risk_usd"].sum(("month", "country", "sector")).values
@@ -178,6 +217,8 @@ class Result:
         }
 
     def checks(self) -> dict[str, float]:
+        if self._checks is not None:
+            return self._checks
         return {
             "mass_balance_max_rel_error": float(self.data["balance_error"].max()),
             "min_stock_t": float(self.data["min_stock"].min()),
@@ -185,22 +226,31 @@ class Result:
 
     def summary(self) -> dict:
         """The summary contract (docs/results.md)."""
-        attrs = self.data.attrs
+        attrs = self.attrs
         headline = {}
         for name, values in self.headline().items():
             bands = _scalar_bands(values)
             if name == "first_shortfall_month":
                 bands = {k: (None if v is None else int(round(v))) for k, v in bands.items()}
             headline[name] = bands
-        return {
+        from rareflow.ensemble import exceedance
+
+        labels, values = self.parameters
+        out = {
             "scenario": attrs.get("scenario"),
-            "runs": int(self.data.sizes["run"]),
+            "runs": self.runs,
             "seed": attrs.get("seed"),
             "months": self.months,
             "series": {name: _bands(v) for name, v in self.series().items()},
             "headline": headline,
             "checks": self.checks(),
         }
+        if labels:
+            out["parameters"] = {label: _scalar_bands(values[:, k])
+                                 for k, label in enumerate(labels)}
+        if self.thresholds:
+            out["exceedance"] = exceedance(self.headline(), self.thresholds)
+        return out
 
     # ---- persistence ---------------------------------------------------------------------------
     def to_netcdf(self, path: str | Path) -> None:
@@ -224,10 +274,17 @@ class Result:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
         try:
             (tmp / "summary.json").write_text(json.dumps(self.summary(), indent=1))
-            if "scenario_json" in self.data.attrs:
-                (tmp / "scenario.json").write_text(self.data.attrs["scenario_json"])
-            self.to_netcdf(tmp / "result.nc")
-            self.to_parquet(tmp / "parquet")
+            if "scenario_json" in self.attrs:
+                (tmp / "scenario.json").write_text(self.attrs["scenario_json"])
+            labels, values = self.parameters
+            if labels:
+                import pandas as pd
+
+                pd.DataFrame(values, columns=labels).rename_axis("run").reset_index().to_parquet(
+                    tmp / "parameters.parquet")
+            if self.has_data:
+                self.to_netcdf(tmp / "result.nc")
+                self.to_parquet(tmp / "parquet")
             if out_dir.exists():
                 old = out_dir.with_name(f".{out_dir.name}.old")
                 os.replace(out_dir, old)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from rareflow.data import Dataset
 from rareflow.dims import WORLD
+from rareflow.ensemble import Uncertainties
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -236,6 +237,7 @@ class Scenario(_Strict):
     events: list[Event] = Field(default_factory=list)
     policies: Policies = Field(default_factory=Policies)
     settings: Settings = Field(default_factory=Settings)
+    uncertain: Uncertainties = Field(default_factory=Uncertainties)
 
     @field_validator("start", "end")
     @classmethod

@@ -27,7 +27,7 @@ import numpy as np
 
 from rareflow.policy.licences import LicenceQueue, review_hazards
 from rareflow.sim.market import allocate, switch_preferences
-from rareflow.sim.network import Controls, Network
+from rareflow.sim.network import Controls, Network, RunParameters
 from rareflow.sim.prices import PriceState
 
 STAGES = ("mining", "separation", "metal", "magnet")
@@ -73,6 +73,7 @@ def simulate_arrays(
     runs: int = 1,
     progress: Callable[[int, int], None] | None = None,
     detail: bool = False,
+    params: RunParameters | None = None,
 ) -> dict[str, np.ndarray]:
     """Run every month for ``runs`` identical-parameter runs; return trajectories.
 
@@ -88,6 +89,19 @@ def simulate_arrays(
     """
     net, ctl = network, controls
     r = runs
+    params = params or RunParameters()
+
+    def per_run(value, default):
+        """[R,1,1] array of a run parameter (or the scenario's scalar)."""
+        arr = np.full(r, default, dtype=float) if value is None else np.asarray(value, float)
+        return arr.reshape(r, 1, 1)
+
+    switching = per_run(params.switching_rate, ctl.switching_rate)
+    demand_scale = per_run(params.demand_scale, 1.0)
+    mine_scale = per_run(params.mine_scale, 1.0)
+    magnet_scale = per_run(params.magnet_capacity_scale, 1.0)
+    approval_scale = per_run(params.approval_scale, 1.0)[..., None]
+    extra_leak = per_run(params.leakage, 0.0)[..., None]
     t_n, c_n, e_n, g_n, s_n, i_n = (net.shape[k] for k in
                                     ("month", "country", "element", "grade", "sector", "item"))
     idx = np.arange(c_n)
@@ -108,7 +122,7 @@ def simulate_arrays(
     conc_shares = np.broadcast_to(net.conc_shares, (r, c_n, c_n)).copy()
     refined_pref = np.broadcast_to(net.refined_preference, (r, c_n, c_n)).copy()
     magnet_pref = np.broadcast_to(net.magnet_preference, (r, c_n, c_n)).copy()
-    prices = PriceState.start(net, r)
+    prices = PriceState.start(net, r, params.price_elasticity)
     pol = ctl.policy
     mag_queue = LicenceQueue.empty(r, (c_n, c_n, g_n))
     ref_queue = LicenceQueue.empty(r, (c_n, c_n, e_n))
@@ -141,7 +155,7 @@ def simulate_arrays(
                   magnet_stock.sum(axis=(1, 2)), user_stock.sum(axis=(1, 2)))
 
         # 1. mining and concentrate shipments
-        mined = net.mine_capacity[t][None, :, None] * net.mine_composition[None]
+        mined = net.mine_capacity[t][None, :, None] * net.mine_composition[None] * mine_scale
         allowed_c = ctl.allowed_conc[t] if pol is None else ctl.allowed_conc[t] * pol.closed_conc[t]
         shares = conc_shares * allowed_c[None]
         shares[:, idx, idx] += (conc_shares * (1.0 - allowed_c)[None]).sum(axis=2)
@@ -164,11 +178,11 @@ def simulate_arrays(
         refined_stock += refined_in
         spare_sep = np.maximum(net.sep_capacity[t][None] - conc_stock.sum(axis=2), 0.0)
         conc_shares = _shift_exporter_shares(
-            conc_shares, net.conc_shares, allowed_c, spare_sep, ctl.switching_rate
+            conc_shares, net.conc_shares, allowed_c, spare_sep, switching
         )
 
         # 3. magnet requests and the magnet market
-        need_s = np.broadcast_to(net.magnet_need[t], (r, c_n, s_n))
+        need_s = net.magnet_need[t][None] * demand_scale
         target = need_s * net.user_cover_months[None, None, :]
         request_s = need_s + np.maximum(target - user_stock, 0.0)
         request_g = request_s @ sector_onehot  # [R,C,G]
@@ -178,16 +192,18 @@ def simulate_arrays(
         request_g = request_g + purchase
         total_request = request_g.sum(axis=(1, 2))
         world_mix = _div(request_g.sum(axis=1), total_request[:, None])  # [R,G]
-        supply_g = magnet_stock + net.magnet_capacity[t][None, :, None] * world_mix[:, None, :]
+        supply_g = magnet_stock + (net.magnet_capacity[t][None, :, None] * magnet_scale
+                                   * world_mix[:, None, :])
         allowed_m = np.broadcast_to(ctl.allowed_magnet[t], (r, c_n, c_n, g_n))
         if pol is not None:
             allowed_m = allowed_m * pol.closed_magnet[t]
             mag_req_lic = _licence_requests(request_g, supply_g, magnet_pref, allowed_m)
             lic = _magnet_licences(pol, t, origin_share)
             mstats = mag_queue.step(
-                mag_req_lic, lic[0], lic[1], review_hazards(lic[2][0], lic[3][0]), lic[5],
-                capacity=pol.capacity_t_per_month)
-            allowed_m = allowed_m * mag_queue.allowed_share(mag_req_lic, lic[0], lic[4])
+                mag_req_lic, lic[0], np.minimum(1.0, lic[1] * approval_scale),
+                review_hazards(lic[2][0], lic[3][0]), lic[5], capacity=pol.capacity_t_per_month)
+            allowed_m = allowed_m * mag_queue.allowed_share(
+                mag_req_lic, lic[0], np.minimum(1.0, lic[4] + extra_leak))
         plan, mag_requested = allocate(
             supply_g, request_g, allowed_m, magnet_pref, ctl.home_first
         )
@@ -197,7 +213,7 @@ def simulate_arrays(
         element_need = np.einsum("rxg,ge->rxe", to_make, net.grade_content)
 
         # 4. refined elements for makers and for non-magnet users
-        oxide_need = np.broadcast_to(net.oxide_need[t], (r, c_n, e_n))
+        oxide_need = net.oxide_need[t][None] * demand_scale
         refined_need = element_need + oxide_need
         allowed_r = np.broadcast_to(ctl.allowed_refined[t], (r, c_n, c_n, e_n))
         if pol is not None:
@@ -211,11 +227,13 @@ def simulate_arrays(
                                                  factor[:, :, None, None])
             rl = pol.refined
             rstats = ref_queue.step(
-                ref_req_lic, rl.required[t][None], rl.approval[t][None],
+                ref_req_lic, rl.required[t][None],
+                np.minimum(1.0, rl.approval[t][None] * approval_scale),
                 review_hazards(rl.review_median_months[t], rl.review_p90_months[t]),
                 rl.validity_months[t][None], capacity=pol.capacity_t_per_month)
             allowed_r = allowed_r * ref_queue.allowed_share(
-                ref_req_lic, rl.required[t][None], rl.leakage[t][None])
+                ref_req_lic, rl.required[t][None],
+                np.minimum(1.0, rl.leakage[t][None] + extra_leak))
         rflow, ref_requested = allocate(
             refined_stock, refined_need, allowed_r, refined_pref, ctl.home_first
         )
@@ -259,12 +277,12 @@ def simulate_arrays(
         spare_mag = np.maximum(supply_g.sum(axis=2) - delivered.sum(axis=2), 0.0)
         magnet_pref = switch_preferences(
             magnet_pref, mag_requested.sum(axis=3), (mflow * ~eye[None, :, :, None]).sum(axis=3),
-            spare_mag, ctl.allowed_magnet[t].max(axis=2)[None], ctl.switching_rate,
+            spare_mag, ctl.allowed_magnet[t].max(axis=2)[None], switching,
         )
         spare_ref = refined_stock.sum(axis=2)
         refined_pref = switch_preferences(
             refined_pref, ref_requested.sum(axis=3), (rflow * ~eye[None, :, :, None]).sum(axis=3),
-            spare_ref, ctl.allowed_refined[t].max(axis=2)[None], ctl.switching_rate,
+            spare_ref, ctl.allowed_refined[t].max(axis=2)[None], switching,
         )
         price = prices.update(refined_need, received)
         if pol is not None:

@@ -15,6 +15,33 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+#: Parameters that may differ from run to run (uncertainty), each an array [R] or None.
+RUN_PARAMETERS = ("price_elasticity", "switching_rate", "approval_scale", "leakage",
+                  "demand_scale", "mine_scale", "magnet_capacity_scale")
+
+
+@dataclass(frozen=True)
+class RunParameters:
+    """Per-run values [R] of the uncertain parameters; None keeps the scenario's value.
+
+    ``approval_scale`` multiplies every licence approval share (capped at 1), ``leakage`` is the
+    share of licence-blocked flow that leaks, ``demand_scale`` multiplies all demand,
+    ``mine_scale`` all mine output and ``magnet_capacity_scale`` all magnet capacity.
+    """
+
+    price_elasticity: np.ndarray | None = None
+    switching_rate: np.ndarray | None = None
+    approval_scale: np.ndarray | None = None
+    leakage: np.ndarray | None = None
+    demand_scale: np.ndarray | None = None
+    mine_scale: np.ndarray | None = None
+    magnet_capacity_scale: np.ndarray | None = None
+
+    def take(self, index: slice | np.ndarray) -> RunParameters:
+        """The parameters of a subset of runs (a batch)."""
+        return RunParameters(**{k: None if getattr(self, k) is None else getattr(self, k)[index]
+                                for k in RUN_PARAMETERS})
+
 
 @dataclass(frozen=True)
 class Controls:

@@ -40,10 +40,15 @@ class PriceState:
     signal: np.ndarray  # [R, 2, E] smoothed log scarcity by market and element
     china_mask: np.ndarray  # [C] bool
 
+    elasticity: np.ndarray | None = None  # [R,1,1] per-run elasticity, or None
+
     @classmethod
-    def start(cls, network: Network, runs: int) -> PriceState:
+    def start(cls, network: Network, runs: int,
+              elasticity: np.ndarray | None = None) -> PriceState:
         china = np.array([c == "CHN" for c in network.countries])
-        return cls(network, np.zeros((runs, 2, len(network.elements))), china)
+        eps = (np.full(runs, network.price_elasticity) if elasticity is None
+               else np.asarray(elasticity, float)).reshape(runs, 1, 1)
+        return cls(network, np.zeros((runs, 2, len(network.elements))), china, eps)
 
     def update(self, need: np.ndarray, received: np.ndarray) -> np.ndarray:
         """need, received [R,C,E] -> prices [R, I, 2] in US$/kg."""
@@ -55,6 +60,6 @@ class PriceState:
         ratio = np.divide(need_m, floor, out=np.ones_like(need_m), where=need_m > _EPS)
         lam = net.price_smoothing
         self.signal = (1 - lam) * self.signal + lam * np.log(np.maximum(ratio, 1.0))
-        multiple = np.minimum(np.exp(self.signal / net.price_elasticity), MAX_MULTIPLE)
+        multiple = np.minimum(np.exp(self.signal / self.elasticity), MAX_MULTIPLE)
         item_multiple = np.einsum("ie,rme->rim", net.item_elements, multiple)
         return net.base_price[None, :, None] * item_multiple

@@ -1,0 +1,199 @@
+"""Ensembles: uncertain parameters, their sampling, and batched evaluation along the run axis.
+
+The model (the kernel), the uncertainties (``Uncertainty`` below), the levers (scenario
+settings and rules) and the outcomes (summary series and headline) are kept apart, as the EMA
+Workbench does. Parameters are sampled once for all runs from one seed and then cut into
+batches, so a run's result does not depend on the batch size or on which worker ran it.
+
+Sampling uses ``scipy.stats.qmc`` (Latin hypercube, scrambled Sobol) or plain Monte Carlo; a
+rank correlation between parameters is imposed with a Gaussian copula; each uniform margin is
+turned into its distribution with ``scipy.stats`` quantile functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy import stats
+from scipy.stats import qmc
+
+from rareflow.sim.network import RUN_PARAMETERS, RunParameters
+
+Distribution = Literal["uniform", "triangular", "normal", "lognormal", "beta", "choice"]
+
+
+class Uncertain(BaseModel):
+    """One uncertain parameter and its distribution."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: Literal[RUN_PARAMETERS]  # type: ignore[valid-type]
+    name: str | None = None
+    dist: Distribution
+    low: float | None = None
+    high: float | None = None
+    mode: float | None = None
+    mean: float | None = None
+    sd: float | None = Field(default=None, gt=0)
+    a: float | None = Field(default=None, gt=0)
+    b: float | None = Field(default=None, gt=0)
+    values: list[float] | None = None
+    weights: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _arguments(self) -> Uncertain:
+        need = {"uniform": ("low", "high"), "triangular": ("low", "mode", "high"),
+                "normal": ("mean", "sd"), "lognormal": ("mean", "sd"),
+                "beta": ("a", "b", "low", "high"), "choice": ("values",)}[self.dist]
+        missing = [k for k in need if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"a {self.dist} distribution needs {', '.join(missing)}")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.dist == "triangular" and not (self.low <= self.mode <= self.high):
+            raise ValueError(f"mode {self.mode} is outside [{self.low}, {self.high}]")
+        if self.weights is not None and (self.values is None
+                                         or len(self.weights) != len(self.values)):
+            raise ValueError("weights need one value each")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.target
+
+    def quantile(self, u: np.ndarray) -> np.ndarray:
+        """Map uniform draws in (0, 1) to this distribution."""
+        u = np.clip(u, 1e-12, 1 - 1e-12)
+        if self.dist == "uniform":
+            return stats.uniform(self.low, self.high - self.low).ppf(u)
+        if self.dist == "triangular":
+            width = self.high - self.low
+            c = (self.mode - self.low) / width if width > 0 else 0.5
+            return stats.triang(c, loc=self.low, scale=width).ppf(u)
+        if self.dist == "normal":
+            return stats.norm(self.mean, self.sd).ppf(u)
+        if self.dist == "lognormal":  # mean and sd of the variable's logarithm
+            return stats.lognorm(self.sd, scale=math.exp(self.mean)).ppf(u)
+        if self.dist == "beta":
+            return stats.beta(self.a, self.b, loc=self.low, scale=self.high - self.low).ppf(u)
+        weights = np.array(self.weights or [1.0] * len(self.values), dtype=float)
+        edges = np.cumsum(weights / weights.sum())
+        return np.array(self.values)[np.searchsorted(edges, u, side="right").clip(
+            0, len(self.values) - 1)]
+
+
+class Uncertainties(BaseModel):
+    """The ``uncertain:`` block of a scenario."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sampling: Literal["lhs", "sobol", "mc"] = "lhs"
+    parameters: list[Uncertain] = Field(default_factory=list)
+    correlation: list[tuple[str, str, float]] = Field(
+        default_factory=list, description="(label, label, rank correlation) pairs.")
+    thresholds: dict[str, list[float]] = Field(
+        default_factory=dict, description="Headline -> thresholds for exceedance probabilities.")
+
+    @model_validator(mode="after")
+    def _labels(self) -> Uncertainties:
+        labels = [p.label for p in self.parameters]
+        if len(set(labels)) != len(labels):
+            raise ValueError("parameter labels must be unique (give 'name' to repeats)")
+        for a, b, rho in self.correlation:
+            for label in (a, b):
+                if label not in labels:
+                    raise ValueError(f"correlation names {label!r}, not a parameter label")
+            if not -1 < rho < 1:
+                raise ValueError(f"correlation {rho} must lie in (-1, 1)")
+        return self
+
+
+def sample(uncertainties: Uncertainties, runs: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Parameter values [runs, d] for all runs, reproducible from ``seed``."""
+    params = uncertainties.parameters
+    d = len(params)
+    if d == 0:
+        return [], np.zeros((runs, 0))
+    if uncertainties.sampling == "lhs":
+        u = qmc.LatinHypercube(d=d, seed=seed).random(runs)
+    elif uncertainties.sampling == "sobol":
+        u = qmc.Sobol(d=d, scramble=True, seed=seed).random(runs)
+    else:
+        u = np.random.default_rng(seed).random((runs, d))
+    if uncertainties.correlation:
+        labels = [p.label for p in params]
+        corr = np.eye(d)
+        for a, b, rho in uncertainties.correlation:
+            i, j = labels.index(a), labels.index(b)
+            # Spearman rank correlation -> Pearson correlation of the Gaussian copula
+            corr[i, j] = corr[j, i] = 2 * math.sin(math.pi * rho / 6)
+        z = stats.norm.ppf(np.clip(u, 1e-12, 1 - 1e-12)) @ np.linalg.cholesky(corr).T
+        u = stats.norm.cdf(z)
+    values = np.column_stack([p.quantile(u[:, k]) for k, p in enumerate(params)])
+    return [p.label for p in params], values
+
+
+def run_parameters(uncertainties: Uncertainties, values: np.ndarray) -> RunParameters:
+    """Turn sampled values into the kernel's per-run arrays (a target named twice multiplies)."""
+    fields: dict[str, np.ndarray] = {}
+    for k, p in enumerate(uncertainties.parameters):
+        column = values[:, k]
+        fields[p.target] = fields[p.target] * column if p.target in fields else column
+    return RunParameters(**fields)
+
+
+def batches(runs: int, batch_size: int) -> list[slice]:
+    return [slice(i, min(i + batch_size, runs)) for i in range(0, runs, batch_size)]
+
+
+def exceedance(headline: dict[str, np.ndarray], thresholds: dict[str, list[float]]) -> dict:
+    """P(headline > threshold) over runs, for each threshold given in the scenario."""
+    out = {}
+    for name, levels in thresholds.items():
+        if name in headline:
+            values = np.nan_to_num(headline[name], nan=-np.inf)
+            out[name] = {str(level): float(np.mean(values > level)) for level in levels}
+    return out
+
+
+def evaluate(
+    simulate_batch: Callable[[RunParameters, int], tuple[dict, dict, object]],
+    uncertainties: Uncertainties,
+    runs: int,
+    seed: int,
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+    values: np.ndarray | None = None,
+) -> tuple[list[str], np.ndarray, dict, dict, list]:
+    """Run all batches in order; return labels, parameter values, series, headline, datasets.
+
+    ``simulate_batch(params, n)`` runs ``n`` runs and returns (series {name: [n, T]},
+    headline {name: [n]}, dataset or None).
+    """
+    if values is None:
+        labels, values = sample(uncertainties, runs, seed)
+    else:
+        labels = [p.label for p in uncertainties.parameters]
+        values = np.asarray(values, dtype=float).reshape(runs, len(labels))
+    params = run_parameters(uncertainties, values)
+    series: dict[str, list] = {}
+    headline: dict[str, list] = {}
+    kept = []
+    done = 0
+    for part in batches(runs, batch_size):
+        s, h, data = simulate_batch(params.take(part), part.stop - part.start)
+        for k, v in s.items():
+            series.setdefault(k, []).append(np.asarray(v, dtype=np.float64))
+        for k, v in h.items():
+            headline.setdefault(k, []).append(np.asarray(v, dtype=np.float64))
+        if data is not None:
+            kept.append(data)
+        done = part.stop
+        if progress is not None:
+            progress(done, runs)
+    return (labels, values, {k: np.concatenate(v) for k, v in series.items()},
+            {k: np.concatenate(v) for k, v in headline.items()}, kept)

@@ -1,0 +1,175 @@
+"""Distributed sweeps on Dask, persisted batch by batch so that an interrupted sweep resumes.
+
+Layout of a sweep directory::
+
+    sweep.json                 the scenario, runs, seed and batch size (a resumed sweep must match)
+    parameters.npy             every run's parameter values, sampled once from the seed
+    batches/batch_00000.npz    per-run summary series and headline numbers of one batch
+    summary.json               the summary contract, written when every batch is present
+
+Each batch is written to a temporary name and renamed into place, so a batch file exists only
+when it is complete; a resumed sweep runs exactly the missing batches, and no batch is lost or
+counted twice. Batches are evaluated by ``dask.distributed`` workers: a local cluster by
+default, or any scheduler by address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from rareflow.ensemble import batches, sample
+from rareflow.scenario import Scenario
+
+SWEEP_FILE = "sweep.json"
+
+
+def _batch_path(directory: Path, index: int) -> Path:
+    return directory / "batches" / f"batch_{index:05d}.npz"
+
+
+def run_batch(scenario_json: str, values: np.ndarray, data_path: str | None) -> dict:
+    """Worker task: simulate one batch of runs with the given parameter values."""
+    from rareflow.api import simulate
+    from rareflow.data import load_dataset
+
+    scenario = Scenario.model_validate_json(scenario_json)
+    dataset = load_dataset(data_path)
+    result = simulate(dataset, scenario, runs=len(values), keep=False, parameter_values=values,
+                      batch_size=len(values))
+    out = {f"series/{k}": v.astype(np.float32) for k, v in result.series().items()}
+    out.update({f"headline/{k}": np.asarray(v, dtype=np.float64)
+                for k, v in result.headline().items()})
+    checks = result.checks()
+    out["checks/balance"] = np.array([checks["mass_balance_max_rel_error"]])
+    out["checks/min_stock"] = np.array([checks["min_stock_t"]])
+    return out
+
+
+def _save(path: Path, arrays: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **{k.replace("/", "|"): v for k, v in arrays.items()})
+    os.replace(tmp, path)
+
+
+def _load(path: Path) -> dict:
+    with np.load(path) as data:
+        return {k.replace("|", "/"): data[k] for k in data.files}
+
+
+def prepare(directory: Path, scenario: Scenario, runs: int, seed: int,
+            batch_size: int) -> tuple[np.ndarray, list[slice]]:
+    """Create or check the sweep directory; return every run's parameters and the batches."""
+    directory.mkdir(parents=True, exist_ok=True)
+    spec = {"scenario": json.loads(scenario.model_dump_json()), "runs": runs, "seed": seed,
+            "batch_size": batch_size}
+    spec_path = directory / SWEEP_FILE
+    if spec_path.is_file():
+        existing = json.loads(spec_path.read_text())
+        if existing != spec:
+            raise ValueError(f"{directory} holds a different sweep (scenario, runs, seed or "
+                             "batch size differ); use another --out or delete it")
+    else:
+        spec_path.write_text(json.dumps(spec))
+    values_path = directory / "parameters.npy"
+    if values_path.is_file():
+        values = np.load(values_path)
+    else:
+        _, values = sample(scenario.uncertain, runs, seed)
+        tmp = directory / ".parameters.tmp.npy"
+        np.save(tmp, values)
+        os.replace(tmp, values_path)
+    return values, batches(runs, batch_size)
+
+
+def missing_batches(directory: Path, parts: list[slice]) -> list[int]:
+    return [i for i in range(len(parts)) if not _batch_path(directory, i).is_file()]
+
+
+def run_sweep(
+    directory: str | Path,
+    scenario: Scenario,
+    runs: int,
+    seed: int = 0,
+    batch_size: int = 256,
+    scheduler: str | None = None,
+    data_path: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    max_batches: int | None = None,
+) -> dict | None:
+    """Run (or resume) a sweep; return the summary when every batch is done, else None.
+
+    ``max_batches`` stops after that many new batches (for tests and time-boxed runs).
+    """
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    directory = Path(directory)
+    values, parts = prepare(directory, scenario, runs, seed, batch_size)
+    todo = missing_batches(directory, parts)
+    if max_batches is not None:
+        todo = todo[:max_batches]
+    done = len(parts) - len(missing_batches(directory, parts))
+    if progress is not None:
+        progress(done, len(parts))
+    if todo:
+        cluster = None
+        if scheduler is None:
+            cluster = LocalCluster(n_workers=min(2, os.cpu_count() or 1), threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
+            client = Client(cluster)
+        else:
+            client = Client(scheduler)
+        try:
+            scenario_json = scenario.model_dump_json()
+            futures = {client.submit(run_batch, scenario_json, values[parts[i]], data_path,
+                                     key=f"rareflow-batch-{i}-{seed}"): i for i in todo}
+            for future in as_completed(futures):
+                index = futures[future]
+                _save(_batch_path(directory, index), future.result())
+                done += 1
+                if progress is not None:
+                    progress(done, len(parts))
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    if missing_batches(directory, parts):
+        return None
+    return combine(directory, scenario, parts, values, seed)
+
+
+def combine(directory: Path, scenario: Scenario, parts: list[slice], values: np.ndarray,
+            seed: int) -> dict:
+    """Merge every batch (in batch order) into the summary contract; write summary.json."""
+    from rareflow.result import Result
+
+    series: dict[str, list] = {}
+    headline: dict[str, list] = {}
+    balance, min_stock = 0.0, np.inf
+    for i in range(len(parts)):
+        arrays = _load(_batch_path(directory, i))
+        for key, value in arrays.items():
+            kind, name = key.split("/", 1)
+            if kind == "series":
+                series.setdefault(name, []).append(value.astype(np.float64))
+            elif kind == "headline":
+                headline.setdefault(name, []).append(value)
+        balance = max(balance, float(arrays["checks/balance"][0]))
+        min_stock = min(min_stock, float(arrays["checks/min_stock"][0]))
+    labels = [p.label for p in scenario.uncertain.parameters]
+    result = Result(None, series={k: np.concatenate(v) for k, v in series.items()},
+                    headline={k: np.concatenate(v) for k, v in headline.items()},
+                    checks={"mass_balance_max_rel_error": balance, "min_stock_t": min_stock},
+                    attrs={"scenario": scenario.name, "seed": seed},
+                    months=scenario.months, parameters=(labels, values),
+                    thresholds=scenario.uncertain.thresholds)
+    summary = result.summary()
+    tmp = directory / ".summary.tmp.json"
+    tmp.write_text(json.dumps(summary))
+    os.replace(tmp, directory / "summary.json")
+    return summary

@@ -1,0 +1,237 @@
+"""Ensembles: sampling, batch invariance, exceedance, PRIM, Sobol and distributed sweeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+from typer.testing import CliRunner
+
+from rareflow import load_dataset, simulate
+from rareflow.cli import app
+from rareflow.discovery import parse_where, prim
+from rareflow.ensemble import Uncertain, Uncertainties, exceedance, sample
+from rareflow.scenario import scenario_from_dict
+
+DATASET = load_dataset()
+
+
+def _unc(**kw):
+    return Uncertainties.model_validate(kw)
+
+
+# ---- sampling -------------------------------------------------------------------------------
+def test_sampling_is_reproducible_and_respects_the_distributions():
+    u = _unc(sampling="lhs", parameters=[
+        {"target": "approval_scale", "dist": "uniform", "low": 0.5, "high": 1.0},
+        {"target": "price_elasticity", "dist": "triangular", "low": 0.1, "mode": 0.2, "high": 0.6},
+        {"target": "leakage", "dist": "choice", "values": [0.0, 0.1], "weights": [0.75, 0.25]},
+    ])
+    labels, a = sample(u, 4000, seed=3)
+    _, b = sample(u, 4000, seed=3)
+    _, c = sample(u, 4000, seed=4)
+    assert labels == ["approval_scale", "price_elasticity", "leakage"]
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert a[:, 0].min() >= 0.5 and a[:, 0].max() <= 1.0
+    # Latin hypercube: exactly one draw in each of 4000 equal strata
+    strata = np.floor((a[:, 0] - 0.5) / 0.5 * 4000).astype(int)
+    assert len(np.unique(strata)) == 4000
+    # triangular(0.1, 0.2, 0.6): mean (0.1 + 0.2 + 0.6) / 3 = 0.3
+    assert a[:, 1].mean() == pytest.approx(0.3, abs=0.005)
+    assert np.mean(a[:, 2] == 0.1) == pytest.approx(0.25, abs=0.01)
+
+
+def test_correlation_is_imposed():
+    u = _unc(sampling="mc", parameters=[
+        {"target": "approval_scale", "dist": "uniform", "low": 0, "high": 1},
+        {"target": "demand_scale", "dist": "normal", "mean": 1, "sd": 0.1}],
+        correlation=[("approval_scale", "demand_scale", 0.6)])
+    _, v = sample(u, 20000, seed=1)
+    rho = stats.spearmanr(v[:, 0], v[:, 1]).statistic
+    assert rho == pytest.approx(0.6, abs=0.02)
+
+
+def test_bad_distribution_is_refused():
+    with pytest.raises(ValueError, match="needs mode"):
+        Uncertain.model_validate({"target": "leakage", "dist": "triangular", "low": 0,
+                                  "high": 1})
+
+
+def test_exceedance_by_hand():
+    out = exceedance({"x": np.array([1.0, 5.0, 10.0, np.nan])}, {"x": [4.0, 10.0]})
+    assert out == {"x": {"4.0": 0.5, "10.0": 0.0}}
+
+
+# ---- ensembles ------------------------------------------------------------------------------
+SC = scenario_from_dict({
+    "name": "u", "end": "2025-06", "policies": {"include": ["CN-2025-18-MHREE"]},
+    "uncertain": {"parameters": [
+        {"target": "approval_scale", "dist": "uniform", "low": 0.5, "high": 1.1},
+        {"target": "demand_scale", "dist": "normal", "mean": 1.0, "sd": 0.05},
+        {"target": "price_elasticity", "dist": "uniform", "low": 0.2, "high": 0.5}],
+        "thresholds": {"shortfall_total_t": [100.0]}}})
+
+
+def test_results_do_not_depend_on_batch_size():
+    a = simulate(DATASET, SC, runs=7, seed=11, batch_size=7)
+    b = simulate(DATASET, SC, runs=7, seed=11, batch_size=2)
+    for name, values in a.series().items():
+        assert np.array_equal(values, b.series()[name]), name
+    for name, values in a.headline().items():
+        assert np.array_equal(values, b.headline()[name], equal_nan=True), name
+
+
+def test_runs_differ_and_summary_has_bands_parameters_and_exceedance():
+    res = simulate(DATASET, SC, runs=12, seed=2)
+    s = res.summary()
+    short = res.headline()["shortfall_total_t"]
+    assert len(set(np.round(short, 6))) > 1
+    assert s["headline"]["shortfall_total_t"]["p5"] <= s["headline"]["shortfall_total_t"]["p95"]
+    assert set(s["parameters"]) == {"approval_scale", "demand_scale", "price_elasticity"}
+    assert s["exceedance"]["shortfall_total_t"]["100.0"] == pytest.approx(
+        float(np.mean(short > 100.0)))
+
+
+def test_large_ensembles_keep_only_the_summary():
+    res = simulate(DATASET, SC, runs=3, seed=2, keep=False)
+    assert not res.has_data
+    with pytest.raises(ValueError, match="kept only its summary"):
+        _ = res.data
+    assert res.summary()["runs"] == 3
+
+
+def test_higher_approval_never_worse_on_average():
+    low = scenario_from_dict({**json.loads(SC.model_dump_json()), "uncertain": {"parameters": [
+        {"target": "approval_scale", "dist": "uniform", "low": 0.3, "high": 0.31}]}})
+    high = scenario_from_dict({**json.loads(SC.model_dump_json()), "uncertain": {"parameters": [
+        {"target": "approval_scale", "dist": "uniform", "low": 1.0, "high": 1.01}]}})
+    s_low = simulate(DATASET, low, runs=2).headline()["shortfall_total_t"].mean()
+    s_high = simulate(DATASET, high, runs=2).headline()["shortfall_total_t"].mean()
+    assert s_high <= s_low
+
+
+# ---- discovery and sensitivity --------------------------------------------------------------
+def test_prim_finds_a_known_box():
+    rng = np.random.default_rng(0)
+    x = rng.random((4000, 3))
+    y = (x[:, 0] > 0.7) & (x[:, 1] < 0.4)
+    box = prim(x, y, alpha=0.05, min_support=0.05)
+    assert box["low"][0] == pytest.approx(0.7, abs=0.03)
+    assert box["high"][1] == pytest.approx(0.4, abs=0.03)
+    assert box["low"][2] < 0.05 and box["high"][2] > 0.95  # the irrelevant input stays open
+    assert box["density"] > 0.9 and box["coverage"] > 0.8
+
+
+def test_parse_where():
+    assert parse_where("units_not_built_total >= 1e6") == ("units_not_built_total", ">=", 1e6)
+    with pytest.raises(ValueError, match="NAME > NUMBER"):
+        parse_where("units are many")
+
+
+def test_sobol_points_at_the_parameter_that_matters():
+    from rareflow.sensitivity import sobol_indices
+
+    out = sobol_indices(DATASET, SC, "shortfall_total_t", base_samples=16)
+    st = {k: v["ST"] for k, v in out["parameters"].items()}
+    assert st["price_elasticity"] == pytest.approx(0.0, abs=1e-6)  # prices do not feed back
+    assert max(st, key=st.get) in ("demand_scale", "approval_scale")
+
+
+def test_cli_discover_and_sensitivity_errors():
+    res = CliRunner().invoke(app, ["discover", "baseline", "--where", "x > 1"])
+    assert res.exit_code == 2 and "no uncertain parameters" in res.stderr
+    res = CliRunner().invoke(app, ["sensitivity", "history-2025", "--samples", "10"])
+    assert res.exit_code == 2 and "power of two" in res.stderr
+
+
+# ---- distributed sweeps ---------------------------------------------------------------------
+def _write_scenario(tmp_path: Path) -> Path:
+    path = tmp_path / "u.yaml"
+    path.write_text(json.dumps(json.loads(SC.model_dump_json())))
+    return path
+
+
+def test_sweep_resumes_after_being_killed(tmp_path):
+    scenario = _write_scenario(tmp_path)
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "rareflow.cli_main", "sweep", str(scenario), "--runs", "12",
+           "--batch-size", "2", "--out", str(out), "--seed", "5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    batches = out / "batches"
+    while time.time() < deadline:
+        if batches.is_dir() and len(list(batches.glob("batch_*.npz"))) >= 1:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its local Dask workers
+    proc.wait()
+    done_before = sorted(p.name for p in batches.glob("batch_*.npz"))
+    assert 1 <= len(done_before) < 6, done_before
+    res = CliRunner().invoke(app, ["sweep", str(scenario), "--runs", "12", "--batch-size", "2",
+                                   "--out", str(out), "--seed", "5", "--json"])
+    assert res.exit_code == 0, res.output
+    files = sorted(p.name for p in batches.glob("batch_*.npz"))
+    assert files == [f"batch_{i:05d}.npz" for i in range(6)]
+    assert not list(batches.glob(".*"))  # no half-written leftovers counted
+    summary = json.loads((out / "summary.json").read_text())
+    direct = simulate(DATASET, SC, runs=12, seed=5).summary()
+    assert summary["runs"] == 12
+    for key in ("shortfall_total_t", "units_not_built_total"):
+        assert summary["headline"][key] == pytest.approx(direct["headline"][key], rel=1e-6)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sweep_on_a_real_dask_cluster(tmp_path):
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", str(port), "--no-dashboard"], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env=env)
+    workers = [subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+         "--no-dashboard", "--host", "127.0.0.1"], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env=env) for _ in range(2)]
+    try:
+        from dask.distributed import Client
+
+        deadline = time.time() + 60
+        while True:
+            try:
+                with Client(address, timeout=5) as client:
+                    client.wait_for_workers(2, timeout=30)
+                    break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        scenario = _write_scenario(tmp_path)
+        res = CliRunner().invoke(app, ["sweep", str(scenario), "--runs", "8", "--batch-size",
+                                       "4", "--out", str(tmp_path / "s"), "--scheduler", address,
+                                       "--json"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["runs"] == 8
+    finally:
+        for p in [*workers, scheduler]:
+            p.terminate()
+        for p in [*workers, scheduler]:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
