@@ -693,3 +693,35 @@ def sweep_command(
         return
     _print_summary(summary)
     out.print(f"sweep complete: {out_dir / 'summary.json'}")
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    store: Annotated[Path, typer.Option(help="Run store directory (DuckDB + artifacts).")] = Path(
+        "runs/store"),
+    token: Annotated[
+        str | None, typer.Option(envvar="RAREFLOW_TOKEN", help="Access token (required when "
+                                                                "not bound to loopback).")
+    ] = None,
+    max_runs: Annotated[int, typer.Option(help="Largest ensemble a request may ask for.")] = 2000,
+    data: DataDir = None,
+) -> None:
+    """The API (OpenAPI docs at /docs) and the dashboard, on one run store."""
+    import ipaddress
+
+    import uvicorn
+
+    from rareflow.server.app import create_app
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not token:
+        raise _fail(f"--host {host!r} is not a loopback address: set --token (or RAREFLOW_TOKEN) "
+                    "so that only people with the token can use the server")
+    app_ = create_app(store, token=token, max_runs=max_runs, data_dir=str(data) if data else None)
+    out.print(f"rareflow serving on http://{host}:{port}/ (store: {store})")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")

@@ -137,6 +137,20 @@ def _from_csv(text: str) -> dict:
             "products": list(products.values())}
 
 
+def load_bom_dict(raw: object, dataset: Dataset, source: str = "(request)") -> Bom:
+    """A bill of materials from parsed YAML/JSON, checked against the dataset."""
+    if not isinstance(raw, dict):
+        raise BomError(source, ["(top level): expected a mapping"])
+    try:
+        bom = Bom.model_validate(raw)
+    except ValidationError as exc:
+        raise BomError(source, _pydantic_errors(exc)) from None
+    errors = _check_codes(bom, dataset)
+    if errors:
+        raise BomError(source, errors)
+    return bom
+
+
 def load_bom(path: str | Path, dataset: Dataset) -> Bom:
     """Read a YAML or CSV bill of materials and check its codes against the dataset."""
     path = Path(path)
@@ -147,12 +161,10 @@ def load_bom(path: str | Path, dataset: Dataset) -> Bom:
         raw = _from_csv(text) if path.suffix.lower() == ".csv" else read_yaml(text)
     except ValueError as exc:
         raise BomError(str(path), [f"(file): cannot be read: {exc}"]) from None
-    if not isinstance(raw, dict):
-        raise BomError(str(path), ["(top level): expected a mapping"])
-    try:
-        bom = Bom.model_validate(raw)
-    except ValidationError as exc:
-        raise BomError(str(path), _pydantic_errors(exc)) from None
+    return load_bom_dict(raw, dataset, str(path))
+
+
+def _check_codes(bom: Bom, dataset: Dataset) -> list[str]:
     countries = set(dataset.countries["iso3"])
     grades = set(dataset.magnet_grades["grade"])
     errors = []
@@ -172,9 +184,7 @@ def load_bom(path: str | Path, dataset: Dataset) -> Bom:
                 if s.country not in countries:
                     errors.append(f"{where}.suppliers[{m}].country (value {s.country!r}): not "
                                   "a country code in the dataset")
-    if errors:
-        raise BomError(str(path), errors)
-    return bom
+    return errors
 
 
 def months_to_stockout(inventory: np.ndarray, start: int) -> float:
