@@ -17,7 +17,7 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/rareflow data validate
 	$(BIN)/rareflow overview
-	$(BIN)/rareflow run history-2025 --out runs/history-2025 --report
+	$(BIN)/rareflow run history-2025 --runs 50 --out runs/history-2025 --report
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
