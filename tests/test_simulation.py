@@ -56,12 +56,26 @@ def test_china_magnet_exports_2024_and_their_split(baseline):
         assert float(trade.sel(importer=code)) == pytest.approx(tonnes, rel=0.10), code
 
 
-def test_no_sector_short_by_more_than_one_percent_in_2024_2025(baseline):
-    months = _year(baseline, 2024) + _year(baseline, 2025)
+def test_baseline_meets_calibration_year_in_full(baseline):
+    months = _year(baseline, 2024)
     short = baseline.data["shortfall"].isel(run=0, month=months).sum(("month", "country"))
     need = baseline.data["need"].isel(run=0, month=months).sum(("month", "country"))
     ratio = (short / need.where(need > 0)).fillna(0)
-    assert float(ratio.max()) <= 0.01, ratio.to_series().to_dict()
+    assert float(ratio.max()) <= 0.001, ratio.to_series().to_dict()
+
+
+def test_baseline_2025_dip_is_covered_from_stocks_until_autumn(baseline):
+    """In 2025 the baseline holds China's mined output at the reported 270 kt (USGS MCS 2026,
+    equal to the quota) while Myanmar's falls by about a fifth, so separated Nd, Pr and Dy dip
+    a few per cent as demand grows. Users' magnet stocks cover the gap through the summer; only
+    the last months may run short, and by less than 5 % of the year's need.
+    """
+    months = _year(baseline, 2025)
+    short = baseline.data["shortfall"].isel(run=0, month=months).sum("country")
+    need = baseline.data["need"].isel(run=0, month=months).sum("country")
+    assert float(short.isel(month=slice(0, 8)).sum()) <= 1e-3 * float(need.sum())
+    ratio = (short.sum("month") / need.sum("month").where(need.sum("month") > 0)).fillna(0)
+    assert float(ratio.max()) <= 0.05, ratio.to_series().to_dict()
 
 
 # ---- invariants -----------------------------------------------------------------------------

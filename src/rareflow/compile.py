@@ -48,11 +48,16 @@ from rareflow.scenario import (
 from rareflow.sim.network import Controls, Network
 
 OTHER = "other"
+#: Position of an element in the composition vector, filled when a builder reads the elements.
+ELEMENT_INDEX: dict[str, int] = {}
 PIPELINE_STATUSES = ("construction", "ramping")
 #: Ramp-up years where a facility does not state one. Observed: Lynas Kalgoorlie opened Nov 2024
 #: and was still ramping in 2025-26; Neo Narva started May 2025 with ramp-up through 2026.
 DEFAULT_RAMP_YEARS = 2.0
 PRICE_SMOOTHING = 0.5
+#: Aggregate refined trade rows count as foreign non-magnet demand only this many years before
+#: the base year (the 2009 rows serve the 2010 base year, not 2024).
+FOREIGN_DEMAND_WINDOW = 2
 WEEKS_PER_MONTH = 52.0 / 12.0
 
 
@@ -79,13 +84,15 @@ class _Builder:
         self.elements = [*el["symbol"].tolist(), OTHER]
         self.heavy = np.array([*(el["group"] == "heavy").tolist(), False])
         self.oxide_to_metal = np.array([*el["oxide_to_metal"].tolist(), 0.85])
+        self.all_facilities = self._facilities(keep_within=True)
         self.facilities = self._facilities()
         self.countries = self._countries()
         self.e = {s: i for i, s in enumerate(self.elements)}
+        ELEMENT_INDEX.update(self.e)
         self.c = {s: i for i, s in enumerate(self.countries)}
 
     # ---- coordinates -------------------------------------------------------------------------
-    def _facilities(self) -> pd.DataFrame:
+    def _facilities(self, keep_within: bool = False) -> pd.DataFrame:
         fac = self.ds.facilities.copy()
         for ov in self.sc.overrides:
             row = fac["facility_id"] == ov.facility
@@ -95,7 +102,7 @@ class _Builder:
                 fac.loc[row, "start_year"] = ov.start_year
             if ov.status is not None:
                 fac.loc[row, "status"] = ov.status
-        return fac[fac["within"].map(is_blank)]
+        return fac if keep_within else fac[fac["within"].map(is_blank)]
 
     def _pipeline(self, stage: str) -> pd.DataFrame:
         fac = self.facilities
@@ -248,13 +255,15 @@ class _Builder:
                    & (fac["status"] != "closed")]
         return np.array([c in set(rows["country"]) for c in self.countries])
 
-    def magnet_capacity(self, base_output: dict[str, float], growth: np.ndarray) -> np.ndarray:
+    def magnet_capacity(self, base_output: dict[str, float],
+                        growth: np.ndarray | None) -> np.ndarray:
         cap = np.zeros((len(self.months), len(self.countries)))
         for code, value in base_output.items():
             cap[:, self.c[code]] = value / 12.0
         # China's magnet industry has expanded with demand (JL Mag 35 kt -> 60 kt by 2027,
         # facilities.csv); the baseline keeps its capacity in step with world magnet demand.
-        cap[:, self.c[CHINA]] *= np.maximum(growth, 1.0)
+        if growth is not None:
+            cap[:, self.c[CHINA]] *= np.maximum(growth, 1.0)
         for _, f in self._pipeline("magnet").iterrows():
             if f["capacity_unit"] != "t magnet/yr":
                 continue
@@ -262,25 +271,56 @@ class _Builder:
             cap[:, self.c[f["country"]]] += f["capacity"] / 12.0 * ramp
         return cap
 
-    def _outage_factor(self, stage: str, capacity: np.ndarray) -> np.ndarray:
+    def _outage_factor(self, stage: str, capacity: np.ndarray, composition: np.ndarray,
+                       recovery: float) -> np.ndarray:
+        """Capacity multipliers [T, C] for the scenario's facility outages at ``stage``.
+
+        The facility's capacity (with the scenario's overrides) is converted to the unit of the
+        country capacity (t REO of mine output, t REO of feed, t magnet); a facility in a
+        country that is not modelled separately counts against ROW.
+        """
         factor = np.ones_like(capacity)
-        fac = self.ds.facilities.set_index("facility_id")
+        fac = self.all_facilities.set_index("facility_id")
         for event in self.sc.events:
             if not isinstance(event, FacilityOutage):
                 continue
             f = fac.loc[event.facility]
-            if f["stage"] != stage or f["country"] not in self.c:
+            if f["stage"] != stage:
                 continue
-            ci = self.c[f["country"]]
+            ci = self.c.get(f["country"], self.c[REST_OF_WORLD])
+            annual = self._in_country_unit(f, stage, composition[ci], recovery)
             t0 = month_index(self.sc.start, event.start)
             t1 = len(self.months) if event.months is None else t0 + event.months
             for t in range(max(t0, 0), min(t1, len(self.months))):
                 country_cap = capacity[t, ci] * 12.0
-                lost = event.fraction * (f["capacity"] if not math.isnan(f["capacity"])
-                                         else country_cap)
+                lost = event.fraction * (annual if annual is not None else country_cap)
                 share = min(1.0, lost / country_cap) if country_cap > 0 else 0.0
                 factor[t, ci] *= 1.0 - share
         return factor
+
+    @staticmethod
+    def _in_country_unit(f: pd.Series, stage: str, composition: np.ndarray,
+                         recovery: float) -> float | None:
+        """A facility's annual capacity in the unit of its stage's country capacity."""
+        capacity, unit = f["capacity"], f["capacity_unit"]
+        if capacity is None or (isinstance(capacity, float) and math.isnan(capacity)):
+            return None
+        ndpr = float(composition[[ELEMENT_INDEX["Nd"], ELEMENT_INDEX["Pr"]]].sum())
+        if stage == "mining":
+            if unit == "t REO/yr":
+                return float(capacity)
+            if unit == "t NdPr oxide/yr" and ndpr > 0:
+                return float(capacity) / ndpr
+            return None
+        if stage == "separation":
+            if unit == "t REO/yr":
+                return float(capacity)
+            if unit in ("t oxide/yr", "t HREO/yr"):
+                return float(capacity) / recovery
+            if unit == "t NdPr oxide/yr" and ndpr > 0:
+                return float(capacity) / ndpr / recovery
+            return None
+        return float(capacity) if unit == "t magnet/yr" else None
 
     # ---- demand ------------------------------------------------------------------------------
     def magnet_grades(self) -> tuple[list[str], np.ndarray]:
@@ -347,7 +387,12 @@ class _Builder:
     def growth_index(self, sectors: list[str]) -> np.ndarray:
         """[T, C, S] demand multiplier relative to the base year, from demand growth paths."""
         demand = self.ds.demand
-        years = _years(self.months) + (np.array([int(m[5:7]) for m in self.months]) - 6.5) / 12
+        # Demand stays at the base-year rate through the base year (the calibration); from
+        # then on each year's average lies on the growth path: exponent (Y - base) on average.
+        years = _years(self.months)
+        exponent = (years - self.base) + (np.array([int(m[5:7]) for m in self.months])
+                                          - 0.5) / 12 - 0.5
+        exponent = np.where(years > self.base, exponent, 0.0)
         index = np.ones((len(self.months), len(self.countries), len(sectors)))
         for s in sectors:
             rows = demand[(demand["sector"] == s) & demand["growth_rate"].notna()
@@ -359,7 +404,7 @@ class _Builder:
                 if row is None:
                     continue
                 until = row["growth_until"] if not pd.isna(row["growth_until"]) else years.max()
-                span = np.clip(years, self.base + 0.5, until + 0.5) - (self.base + 0.5)
+                span = np.clip(exponent, 0.0, until - self.base + 0.5)
                 index[:, ci, sectors.index(s)] = (1.0 + row["growth_rate"]) ** span
         return index
 
@@ -425,7 +470,8 @@ def _foreign_non_magnet(b: _Builder, need: np.ndarray) -> np.ndarray:
     """
     tl = b.ds.trade_links
     tl = tl[tl["stage"].isin(["separation", "metal"]) & (tl["item"] == "MREC")
-            & tl["value"].notna() & (tl["year"] <= b.base) & (tl["importer"] != WORLD)]
+            & tl["value"].notna() & (tl["year"] <= b.base)
+            & (tl["year"] >= b.base - FOREIGN_DEMAND_WINDOW) & (tl["importer"] != WORLD)]
     out = need.copy()
     for exporter, rows in tl.groupby("exporter"):
         if exporter not in b.c:
@@ -456,30 +502,34 @@ def _static_separated(b: _Builder, mine_cap: np.ndarray, conc: np.ndarray,
 def _china_swing(b: _Builder, mine_cap: np.ndarray, conc: np.ndarray, composition: np.ndarray,
                  sep_cap: np.ndarray, sep_heavy: np.ndarray, recovery: float,
                  secondary: np.ndarray, element_need: np.ndarray) -> np.ndarray:
-    """China's quota multiplier [T] after the last USGS year: the baseline's closure rule.
+    """China's quota multipliers [T] for mining and separation: the baseline's closure rule.
 
     MIIT sets the quota; the baseline assumes China raises it, from the last reported level,
     just enough that the magnet element in shortest supply covers world need (the other elements
-    then accumulate: the balance problem). Never below 1.
+    then accumulate: the balance problem). Never below 1. Mining follows from the year after the
+    last USGS year (mine_production.csv); separation output is read for the base year only
+    (stage_output.csv), so its capacity follows from the year after the base year.
     """
     years = _years(b.months)
-    late = years > b.last_reported_year()
+    late_mine = years > b.last_reported_year()
+    late_sep = years > b.base
     lift = np.ones(len(b.months))
     china = b.c[CHINA]
     used = element_need.sum(axis=0) > 0
     for _ in range(6):
         cap = mine_cap.copy()
-        cap[:, china] *= lift
+        cap[:, china] *= np.where(late_mine, lift, 1.0)
         sep = sep_cap.copy()
         sep[:, china] *= lift
         separated = _static_separated(b, cap, conc, composition, sep, sep_heavy, recovery)
-        china_supply = separated[:, china] + secondary[china][None] * lift[:, None]
+        china_supply = (separated[:, china]
+                        + secondary[china][None] * np.where(late_mine, lift, 1.0)[:, None])
         other_supply = separated.sum(axis=1) - separated[:, china]
         required = np.divide(element_need - other_supply, china_supply,
                              out=np.ones_like(element_need), where=china_supply > 1e-9)
         factor = np.maximum(required[:, used].max(axis=1), 1.0)
-        lift = np.where(late, np.maximum(lift * factor, 1.0), 1.0)
-    return lift
+        lift = np.where(late_sep, np.maximum(lift * factor, 1.0), 1.0)
+    return np.where(late_mine, lift, 1.0), lift
 
 
 def _preference(flows: dict[tuple[str, str], float], countries: list[str],
@@ -515,8 +565,6 @@ def compile_scenario(dataset: Dataset, scenario: Scenario) -> tuple[Network, Con
     base_feed = (mine_cap[0][:, None] * conc).sum(axis=0)
     sep_cap = b.sep_capacity(separation, base_feed, recovery, composition)
     sep_heavy = b.sep_heavy()
-    mine_cap = mine_cap * b._outage_factor("mining", mine_cap)
-    sep_cap = sep_cap * b._outage_factor("separation", sep_cap)
 
     sectors = dataset.sectors["code"].tolist()
     grades, content = b.magnet_grades()
@@ -526,8 +574,8 @@ def compile_scenario(dataset: Dataset, scenario: Scenario) -> tuple[Network, Con
     growth = b.growth_index(sectors)
     magnet_need = dem["need"][None] / 12.0 * growth
     world_growth = magnet_need.sum(axis=(1, 2)) / max(magnet_need[0].sum(), 1e-9)
-    mag_cap = b.magnet_capacity(magnet_output, world_growth)
-    mag_cap = mag_cap * b._outage_factor("magnet", mag_cap)
+    follows = scenario.settings.china_quota_follows_demand
+    mag_cap = b.magnet_capacity(magnet_output, world_growth if follows else None)
 
     # Base-year element balance (month 0): separated supply vs magnet element need.
     feed = (mine_cap[0][:, None, None] * conc[:, :, None] * composition[:, None, :]).sum(axis=0)
@@ -549,17 +597,26 @@ def compile_scenario(dataset: Dataset, scenario: Scenario) -> tuple[Network, Con
     headroom = 1.0 + float(np.average(cover, weights=magnet_need[0].sum(axis=0) + 1e-12)) / 12.0
     if scenario.settings.china_quota_follows_demand:
         element_need = (magnet_need.sum(axis=1) @ onehot) @ content * headroom  # [T,E]
-        lift = _china_swing(
+        lift, sep_lift = _china_swing(
             b, mine_cap, conc, composition, sep_cap, sep_heavy, recovery, secondary, element_need
         )
         mine_cap[:, b.c[CHINA]] *= lift
-        sep_cap[:, b.c[CHINA]] *= lift
+        sep_cap[:, b.c[CHINA]] *= sep_lift
     # Unrecorded output and recycling in China move with its quota (same lift).
     secondary_t = secondary[None] * lift[:, None, None]
     china = b.c[CHINA]
-    others = mag_cap.sum(axis=1) - mag_cap[:, china]
-    mag_cap[:, china] = np.maximum(mag_cap[:, china],
-                                   magnet_need.sum(axis=(1, 2)) * headroom - others)
+    if follows:
+        # China's magnet makers also keep pace with the world need others cannot meet
+        # Magnet output is read for the base year only (stage_output.csv), so from the next
+        # year on China's capacity follows the need; mining is reported later (mine_production).
+        late = _years(months) > b.base
+        others = mag_cap.sum(axis=1) - mag_cap[:, china]
+        topped = np.maximum(mag_cap[:, china], magnet_need.sum(axis=(1, 2)) * headroom - others)
+        mag_cap[:, china] = np.where(late, topped, mag_cap[:, china])
+    # Outages last: the closure rules do not make up for them.
+    mine_cap = mine_cap * b._outage_factor("mining", mine_cap, composition, recovery)
+    sep_cap = sep_cap * b._outage_factor("separation", sep_cap, composition, recovery)
+    mag_cap = mag_cap * b._outage_factor("magnet", mag_cap, composition, recovery)
     surplus = np.maximum(world_supply - world_magnet, 0.0)
     supply_share = separated / np.maximum(world_supply[None, :], 1e-12)
     base_oxide_need = surplus[None, :] * supply_share  # [C,E] where separated

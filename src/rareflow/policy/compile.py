@@ -189,9 +189,11 @@ def compile_rules(
                         # exporters hold back uncontrolled goods of the same forms too
                         keep = 1.0 - d["friction"]
                         if "magnet" in rule.forms:
-                            closed_magnet[t, x, c, ~mag_mask] *= keep
+                            closed_magnet[t, x, c, ~mag_mask] = np.minimum(
+                                closed_magnet[t, x, c, ~mag_mask], keep)
                         if any(f in rule.forms for f in REFINED_FORMS):
-                            closed_refined[t, x, c, ~ref_mask] *= keep
+                            closed_refined[t, x, c, ~ref_mask] = np.minimum(
+                                closed_refined[t, x, c, ~ref_mask], keep)
                 if rule.extraterritorial_threshold is not None:
                     for c in range(n_c):
                         if rule.covers_destination(countries[c]):

@@ -207,6 +207,8 @@ def simulate_arrays(
         plan, mag_requested = allocate(
             supply_g, request_g, allowed_m, magnet_pref, ctl.home_first
         )
+        if detail:  # what buyers would have asked for with every route open
+            open_m = _licence_requests(request_g, supply_g, magnet_pref, np.ones_like(plan))
         planned = plan.sum(axis=2)  # [R,X,G]
         from_stock = np.minimum(magnet_stock, planned)
         to_make = planned - from_stock
@@ -234,6 +236,9 @@ def simulate_arrays(
             allowed_r = allowed_r * ref_queue.allowed_share(
                 ref_req_lic, rl.required[t][None],
                 np.minimum(1.0, rl.leakage[t][None] + extra_leak))
+        if detail:
+            open_r = _licence_requests(refined_need, refined_stock, refined_pref,
+                                       np.ones((r, c_n, c_n, e_n)))
         rflow, ref_requested = allocate(
             refined_stock, refined_need, allowed_r, refined_pref, ctl.home_first
         )
@@ -277,12 +282,12 @@ def simulate_arrays(
         spare_mag = np.maximum(supply_g.sum(axis=2) - delivered.sum(axis=2), 0.0)
         magnet_pref = switch_preferences(
             magnet_pref, mag_requested.sum(axis=3), (mflow * ~eye[None, :, :, None]).sum(axis=3),
-            spare_mag, ctl.allowed_magnet[t].max(axis=2)[None], switching,
+            spare_mag, allowed_m.max(axis=3), switching,
         )
         spare_ref = refined_stock.sum(axis=2)
         refined_pref = switch_preferences(
             refined_pref, ref_requested.sum(axis=3), (rflow * ~eye[None, :, :, None]).sum(axis=3),
-            spare_ref, ctl.allowed_refined[t].max(axis=2)[None], switching,
+            spare_ref, allowed_r.max(axis=3), switching,
         )
         price = prices.update(refined_need, received)
         if pol is not None:
@@ -317,18 +322,13 @@ def simulate_arrays(
         out["oxide_shortfall"][:, t] = oxide_short
         out["price"][:, t] = price
         if detail:
-            open_m = _licence_requests(request_g, supply_g, magnet_pref,
-                                       np.ones_like(mflow))
-            open_r = _licence_requests(refined_need, refined_stock + rflow.sum(axis=2),
-                                       refined_pref, np.ones_like(rflow))
             out["magnet_fill"][:, t] = np.where(open_m > _EPS, np.minimum(
                 1.0, _div(mflow, open_m)), 1.0)
             out["refined_fill"][:, t] = np.where(open_r > _EPS, np.minimum(
                 1.0, _div(rflow, open_r)), 1.0)
-            idx_c = np.arange(c_n)
             # home supply: the share of what makers planned that they could make (a domestic
             # supplier serves its contracted buyers; no export rule stands between them)
-            out["magnet_fill"][:, t, idx_c, idx_c] = np.minimum(1.0, deliver_ratio)
+            out["magnet_fill"][:, t, idx, idx] = np.minimum(1.0, deliver_ratio)
 
         # mass balance of each stage (world, all elements), as relative errors
         scale = np.maximum(mined.sum(axis=(1, 2)), 1.0)
