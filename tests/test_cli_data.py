@@ -77,3 +77,32 @@ def test_sources_json_has_at_least_forty_distinct_sources():
     ids = {s["source_id"] for s in sources}
     assert len(ids) == len(sources) >= 40
     assert all(s["url"].startswith("http") for s in sources)
+
+
+def test_base_year_without_calibration_data_is_refused(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nbase_year: 2015\nstart: 2015-01\nend: 2015-12\n")
+    result = run("run", str(path))
+    assert result.exit_code == 2
+    assert "base_year (value 2015)" in result.output and "2024" in result.output
+
+
+def test_report_refuses_ensembles_too_large_to_keep(tmp_path):
+    result = run("run", "baseline", "--runs", "5000", "--report", "--out", str(tmp_path / "r"))
+    assert result.exit_code == 2
+    assert "--runs (value 5000)" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_unanticipated_errors_exit_two_without_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rareflow.cli_main", "run", "baseline", "--start", "2024-01",
+         "--end", "2024-02", "--out", str(blocker / "inside")],
+        capture_output=True, text=True, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "error:" in proc.stderr

@@ -55,7 +55,7 @@ def test_unknown_codes_and_dates_outside_horizon(dataset):
     ]})
     errors = check_scenario(sc, dataset)
     assert "events[0].exporter (value 'XXX'): not a country code in the dataset" in errors
-    assert "events[0].items[0] (value 'Unobtainium'): not a item code in the dataset" in errors
+    assert "events[0].items[0] (value 'Unobtainium'): not an item code in the dataset" in errors
     assert any(e.startswith("events[1].sector (value 'teleporters')") for e in errors)
     assert any(e.startswith("events[1].start (value '2031-01'): outside the horizon")
                for e in errors)

@@ -240,3 +240,16 @@ def test_exposure_endpoint(client):
     bad = client.post("/api/exposure", json={"bom": {"company": "x"}})
     assert bad.status_code == 422 and bad.json()["detail"]["errors"]
     assert client.get("/exposure").status_code == 200
+    listed = client.post("/api/exposure/yaml", json={"text": "- a\n- b\n"})
+    assert listed.status_code == 422 and "must be a mapping" in listed.json()["detail"]["errors"][0]
+    wrong = client.post("/api/exposure/yaml", json={"text": "company: x\n", "scenario": "nope"})
+    assert wrong.status_code == 404
+
+
+def test_check_errors_name_field_and_value(client):
+    res = client.post("/api/check", json={
+        "date": "2025-06-01", "exporter": "CHN", "destination": "USA",
+        "items": [{"item": "Dy2O3", "origin": "CHN", "value_share": 1.7}]})
+    assert res.status_code == 422
+    errors = res.json()["detail"]["errors"]
+    assert any("items.0.value_share" in e and "1.7" in e for e in errors), errors

@@ -59,6 +59,22 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def entry_point() -> None:
+    """Console entry point: problems the commands did not anticipate still end with exit code 2
+    and a one-line message naming them, not a traceback (set RAREFLOW_DEBUG=1 to see it)."""
+    import os
+    import sys
+
+    try:
+        app()
+    except (ValueError, KeyError, OSError) as exc:
+        if os.environ.get("RAREFLOW_DEBUG"):
+            raise
+        err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False,
+                  markup=True)
+        sys.exit(2)
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"rareflow {__version__}")
@@ -251,6 +267,10 @@ def _month_option(value: str | None, option: str) -> str | None:
     return value
 
 
+#: Reports read every run's monthly arrays; beyond this the memory use stops being modest.
+REPORT_MAX_RUNS = 1000
+
+
 @app.command("run")
 def run(
     scenario: Annotated[str, typer.Argument(help="Built-in scenario name or a YAML file.")],
@@ -277,14 +297,18 @@ def run(
         sc = load_scenario(scenario)
         if start or end:
             sc = sc.model_copy(update={k: v for k, v in (("start", start), ("end", end)) if v})
+        if report and runs > REPORT_MAX_RUNS:
+            raise _fail(f"--runs (value {runs}): --report keeps every run's monthly arrays; "
+                        f"use at most {REPORT_MAX_RUNS} runs, or drop --report")
+        keep = True if report else None
         if as_json:
-            result = simulate(dataset, sc, runs=runs, seed=seed)
+            result = simulate(dataset, sc, runs=runs, seed=seed, keep=keep)
         else:
             from rich.progress import Progress
 
             with Progress(console=err, transient=True) as bar:
                 task = bar.add_task(f"simulating {sc.name}", total=len(sc.months))
-                result = simulate(dataset, sc, runs=runs, seed=seed,
+                result = simulate(dataset, sc, runs=runs, seed=seed, keep=keep,
                                   progress=lambda done, total: bar.update(task, completed=done))
     except ScenarioError as exc:
         for line in exc.errors:

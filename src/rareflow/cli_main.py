@@ -1,6 +1,6 @@
 """``python -m rareflow.cli_main``: the command line without the console script."""
 
-from rareflow.cli import app
+from rareflow.cli import entry_point
 
 if __name__ == "__main__":
-    app()
+    entry_point()

@@ -41,6 +41,7 @@ from rareflow.scenario import (
     DemandShock,
     FacilityOutage,
     Scenario,
+    ScenarioError,
     StockpileAction,
     TradeRestriction,
     month_index,
@@ -549,8 +550,21 @@ def _preference(flows: dict[tuple[str, str], float], countries: list[str],
     return pref
 
 
+def _check_base_year(dataset: Dataset, scenario: Scenario) -> None:
+    """The calibration needs mine production and magnet output in the base year."""
+    so = dataset.stage_output
+    years = set(so.loc[(so["stage"] == "magnet") & so["value"].notna(), "year"].astype(int))
+    years &= set(dataset.mine_production["year"].dropna().astype(int))
+    if scenario.base_year not in years:
+        raise ScenarioError(scenario.name, [
+            f"base_year (value {scenario.base_year}): the calibration needs mine production and "
+            f"magnet output in that year (mine_production.csv, stage_output.csv); years with "
+            f"both: {', '.join(map(str, sorted(years))) or 'none'}"])
+
+
 def compile_scenario(dataset: Dataset, scenario: Scenario) -> tuple[Network, Controls]:
     """Build the kernel inputs for one scenario."""
+    _check_base_year(dataset, scenario)
     b = _Builder(dataset, scenario)
     months = scenario.months
     n_t, n_c, n_e = len(months), len(b.countries), len(b.elements)
@@ -606,13 +620,14 @@ def compile_scenario(dataset: Dataset, scenario: Scenario) -> tuple[Network, Con
     secondary_t = secondary[None] * lift[:, None, None]
     china = b.c[CHINA]
     if follows:
-        # China's magnet makers also keep pace with the world need others cannot meet
-        # Magnet output is read for the base year only (stage_output.csv), so from the next
-        # year on China's capacity follows the need; mining is reported later (mine_production).
-        late = _years(months) > b.base
+        # China's magnet makers keep pace with the world need others cannot meet, with the
+        # same margin for users' stocks. The dataset's China figure is output used as a
+        # capacity proxy (facilities.csv chn_magnet, estimate), and capacity exceeds output
+        # (JL Mag alone 35 kt/yr in 2025 against 29.3 kt made in 2024), so this applies from the
+        # base year on: buyers rebuilding stocks are not refused for want of capacity.
         others = mag_cap.sum(axis=1) - mag_cap[:, china]
-        topped = np.maximum(mag_cap[:, china], magnet_need.sum(axis=(1, 2)) * headroom - others)
-        mag_cap[:, china] = np.where(late, topped, mag_cap[:, china])
+        mag_cap[:, china] = np.maximum(mag_cap[:, china],
+                                       magnet_need.sum(axis=(1, 2)) * headroom - others)
     # Outages last: the closure rules do not make up for them.
     mine_cap = mine_cap * b._outage_factor("mining", mine_cap, composition, recovery)
     sep_cap = sep_cap * b._outage_factor("separation", sep_cap, composition, recovery)

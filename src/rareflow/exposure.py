@@ -218,8 +218,12 @@ def stock_to_ride_out(need: float, arrivals: np.ndarray) -> float:
 class _World:
     """Supplier availability from a detail run (median over runs is not taken: per run)."""
 
-    def __init__(self, result, dataset: Dataset, scenario: Scenario):
+    def __init__(self, result, dataset: Dataset, scenario: Scenario, reference=None):
         self.data = result.data
+        # Fills are shares of what buyers asked for, and buyers also ask for stock they are
+        # rebuilding, so routes fill below 1 even in the baseline. Availability is therefore
+        # measured against the undisrupted fill on the same route, month and run.
+        self.reference = reference.data if reference is not None else None
         self.countries = [str(c) for c in self.data["country"].values]
         self.months = [str(m) for m in self.data["month"].values]
         self.rules = [r for r in resolve_rules(dataset, scenario) if r.acts_on_flows]
@@ -244,6 +248,14 @@ class _World:
             fills = self.data["refined_fill"].sel(exporter=x, importer=c, element=elements)
             a = fills.min("element").values
         a = np.array(a, dtype=float)
+        if self.reference is not None:
+            if supplier.stage == "magnet":
+                ref = self.reference["magnet_fill"].sel(exporter=x, importer=c, grade=grade)
+            else:
+                ref = self.reference["refined_fill"].sel(
+                    exporter=x, importer=c, element=elements).min("element")
+            ref = np.asarray(ref.values, dtype=float)
+            a = np.minimum(1.0, np.divide(a, ref, out=np.ones_like(a), where=ref > 1e-9))
         if military:
             for t, m in enumerate(self.months):
                 day = dt.date(int(m[:4]), int(m[5:7]), 15)
@@ -331,12 +343,23 @@ def _bands(values: np.ndarray) -> dict:
             for p, v in zip((5, 50, 95), pct, strict=True)}
 
 
+def _reference_run(dataset: Dataset, scenario: Scenario, result):
+    """The scenario without its events and export controls, run for run with the same sampled
+    parameters: the volumes each route would usually carry."""
+    from rareflow.scenario import Policies
+
+    undisrupted = scenario.model_copy(update={"events": [], "policies": Policies()})
+    labels, values = result.parameters
+    return simulate(dataset, undisrupted, runs=result.runs, detail=True, keep=True,
+                    parameter_values=values if labels else None)
+
+
 def analyse(bom: Bom, dataset: Dataset, scenario: Scenario, runs: int = 1,
             seed: int = 0) -> dict:
     """Per product: months to stock-out, units and value at risk, the binding constraint, and
     a mitigation table (docs/exposure.md)."""
-    result = simulate(dataset, scenario, runs=runs, seed=seed, detail=True)
-    world = _World(result, dataset, scenario)
+    result = simulate(dataset, scenario, runs=runs, seed=seed, detail=True, keep=True)
+    world = _World(result, dataset, scenario, _reference_run(dataset, scenario, result))
     starts = [e.start for e in scenario.events if e.start in world.months]
     starts += [r.effective.strftime("%Y-%m") for r in world.rules
                if r.effective.strftime("%Y-%m") in world.months]

@@ -349,7 +349,8 @@ def check_scenario(scenario: Scenario, dataset: Dataset) -> list[str]:
 
     def need(field: str, value: str, allowed: set[str], what: str) -> None:
         if value not in allowed:
-            errors.append(f"{field} (value {value!r}): not a {what} in the dataset")
+            article = "an" if what[0] in "aeiou" else "a"
+            errors.append(f"{field} (value {value!r}): not {article} {what} in the dataset")
 
     for i, override in enumerate(scenario.overrides):
         need(f"overrides[{i}].facility", override.facility, facilities, "facility_id")

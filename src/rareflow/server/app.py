@@ -348,7 +348,8 @@ def create_app(store_dir: str | Path, token: str | None = None, max_runs: int = 
             return check(shipment, dataset)
         except ValidationError as exc:
             raise HTTPException(422, {"errors": [
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]}
+                f"{'.'.join(str(p) for p in e['loc']) or '(shipment)'} "
+                f"(value {e.get('input')!r}): {e['msg']}" for e in exc.errors()]}
             ) from None
         except ScenarioError as exc:
             raise HTTPException(422, {"errors": exc.errors}) from None
@@ -363,7 +364,10 @@ def create_app(store_dir: str | Path, token: str | None = None, max_runs: int = 
             bom = load_bom_dict(body.bom, dataset)
         except BomError as exc:
             raise HTTPException(422, {"errors": exc.errors}) from None
-        return analyse(bom, dataset, sc, runs=body.runs, seed=body.seed)
+        try:
+            return analyse(bom, dataset, sc, runs=body.runs, seed=body.seed)
+        except ScenarioError as exc:
+            raise HTTPException(422, {"errors": exc.errors}) from None
 
     @app.post("/api/exposure/yaml", include_in_schema=False)
     def exposure_yaml(body: dict[str, Any]) -> dict:
@@ -373,8 +377,19 @@ def create_app(store_dir: str | Path, token: str | None = None, max_runs: int = 
             raw = read_yaml(str(body.get("text", "")))
         except ValueError as exc:
             raise HTTPException(422, {"errors": [f"(bom): not valid YAML: {exc}"]}) from None
-        return exposure(ExposureRequest(bom=raw if isinstance(raw, dict) else {},
-                                        scenario=str(body.get("scenario", "history-2025"))))
+        if not isinstance(raw, dict):
+            raise HTTPException(422, {"errors": [
+                f"(bom) (value {type(raw).__name__}): must be a mapping with company and "
+                f"products (docs/exposure.md)"]})
+        from pydantic import ValidationError
+
+        try:
+            request = ExposureRequest(bom=raw, scenario=str(body.get("scenario", "history-2025")))
+        except ValidationError as exc:
+            raise HTTPException(422, {"errors": [
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]}
+            ) from None
+        return exposure(request)
 
     # ---- pages ----------------------------------------------------------------------------------
     @app.get("/static/plotly.min.js", include_in_schema=False)

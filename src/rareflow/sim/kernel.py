@@ -207,8 +207,6 @@ def simulate_arrays(
         plan, mag_requested = allocate(
             supply_g, request_g, allowed_m, magnet_pref, ctl.home_first
         )
-        if detail:  # what buyers would have asked for with every route open
-            open_m = _licence_requests(request_g, supply_g, magnet_pref, np.ones_like(plan))
         planned = plan.sum(axis=2)  # [R,X,G]
         from_stock = np.minimum(magnet_stock, planned)
         to_make = planned - from_stock
@@ -236,9 +234,6 @@ def simulate_arrays(
             allowed_r = allowed_r * ref_queue.allowed_share(
                 ref_req_lic, rl.required[t][None],
                 np.minimum(1.0, rl.leakage[t][None] + extra_leak))
-        if detail:
-            open_r = _licence_requests(refined_need, refined_stock, refined_pref,
-                                       np.ones((r, c_n, c_n, e_n)))
         rflow, ref_requested = allocate(
             refined_stock, refined_need, allowed_r, refined_pref, ctl.home_first
         )
@@ -322,6 +317,12 @@ def simulate_arrays(
         out["oxide_shortfall"][:, t] = oxide_short
         out["price"][:, t] = price
         if detail:
+            # what buyers would have asked for with every route open (measured after this
+            # month's switching, as the old preferences' requests are no longer observable)
+            open_m = _licence_requests(request_g, supply_g, magnet_pref,
+                                       np.ones_like(mflow))
+            open_r = _licence_requests(refined_need, refined_stock + rflow.sum(axis=2),
+                                       refined_pref, np.ones_like(rflow))
             out["magnet_fill"][:, t] = np.where(open_m > _EPS, np.minimum(
                 1.0, _div(mflow, open_m)), 1.0)
             out["refined_fill"][:, t] = np.where(open_r > _EPS, np.minimum(
