@@ -148,3 +148,31 @@ def test_csv_bom_matches_yaml(tmp_path):
     path.write_text(csv_text)
     bom = load_bom(path, DATASET)
     assert bom == _bom("DEU", "CHN")
+
+
+def test_alternatives_share_one_gap_by_hand():
+    """China stops after month 1; two alternatives (60 % each, no qualification time, fully
+    available) cover 60 % + the remaining 40 %, never 120 %."""
+    from rareflow.exposure import _component_arrivals
+
+    class World:
+        def availability(self, supplier, country, grade, military):
+            if supplier.country == "CHN":
+                return np.array([[1.0, 0.0, 0.0, 0.0]])
+            return np.ones((1, 4))
+
+    bom = Bom.model_validate({"company": "x", "country": "DEU", "products": [{
+        "name": "p", "units_per_month": 10, "value_per_unit_usd": 1, "components": [{
+            "name": "c", "magnet_kg": 1.0, "grade": "NdFeB_std",
+            "suppliers": [{"name": "cn", "country": "CHN", "share": 1.0}],
+            "alternatives": [
+                {"name": "a", "country": "JPN", "qualification_months": 0, "max_share": 0.6},
+                {"name": "b", "country": "USA", "qualification_months": 0, "max_share": 0.6}],
+        }]}]})
+    product = bom.products[0]
+    arrivals = _component_arrivals(World(), bom, product, product.components[0], need=10.0)
+    np.testing.assert_allclose(arrivals, [[10.0, 10.0, 10.0, 10.0]])
+    only_one = product.components[0].model_copy(
+        update={"alternatives": product.components[0].alternatives[:1]})
+    arrivals = _component_arrivals(World(), bom, product, only_one, need=10.0)
+    np.testing.assert_allclose(arrivals, [[10.0, 6.0, 6.0, 6.0]])

@@ -297,14 +297,18 @@ def _component_arrivals(world: _World, bom: Bom, product: Product, comp: Compone
         part = _shift(a, lead) * s.share
         total = part if total is None else total + part
     arrivals = need * total
+    # Alternatives fill the remaining gap in the order listed, so two of them never both count
+    # the same missing share.
+    gap = np.clip(1.0 - total, 0.0, None)
+    first = np.argmax(total < 0.999, axis=1)
+    disrupted = (total < 0.999).any(axis=1)
+    months = np.arange(total.shape[1])[None, :]
     for alt in comp.alternatives:
         avail = world.availability(alt, bom.country, grade, product.end_use == "military")
-        short_share = np.clip(1.0 - total, 0.0, alt.max_share)
-        first = np.argmax(total < 0.999, axis=1)
-        disrupted = (total < 0.999).any(axis=1)
-        months = np.arange(total.shape[1])[None, :]
         ready = disrupted[:, None] & (months >= first[:, None] + alt.qualification_months)
-        arrivals = arrivals + need * short_share * avail * ready
+        taken = np.minimum(gap, alt.max_share) * avail * ready
+        arrivals = arrivals + need * taken
+        gap = gap - taken
     return arrivals
 
 
