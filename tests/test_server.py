@@ -252,4 +252,4 @@ def test_check_errors_name_field_and_value(client):
         "items": [{"item": "Dy2O3", "origin": "CHN", "value_share": 1.7}]})
     assert res.status_code == 422
     errors = res.json()["detail"]["errors"]
-    assert any("items.0.value_share" in e and "1.7" in e for e in errors), errors
+    assert any("items[0].value_share" in e and "1.7" in e for e in errors), errors

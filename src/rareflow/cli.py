@@ -20,6 +20,7 @@ from rich.table import Table
 from rareflow import __version__
 from rareflow.api import check, simulate
 from rareflow.data import TABLE_ORDER, Dataset, check_dataset, load_schema
+from rareflow.error_lines import validation_lines
 from rareflow.overview import supply_overview
 from rareflow.scenario import (
     ScenarioError,
@@ -57,6 +58,21 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 def _fail(message: str) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code=2)
+
+
+def _problems(exc: ValueError, summary: str) -> typer.Exit:
+    """Print every "field (value): rule" line of ``exc.errors`` (scenario, BOM), then the
+    one-line summary; exit 2."""
+    for line in exc.errors:
+        err.print(line, highlight=False, markup=False, style="red")
+    return _fail(summary)
+
+
+def _scenario_or_exit(name: str):
+    try:
+        return load_scenario(name)
+    except ScenarioError as exc:
+        raise _problems(exc, f"scenario {name!r} is not valid") from None
 
 
 def entry_point() -> None:
@@ -311,9 +327,8 @@ def run(
                 result = simulate(dataset, sc, runs=runs, seed=seed, keep=keep,
                                   progress=lambda done, total: bar.update(task, completed=done))
     except ScenarioError as exc:
-        for line in exc.errors:
-            err.print(line, highlight=False, markup=False, style="red")
-        raise _fail(f"scenario {scenario!r} is not valid ({len(exc.errors)} problem(s))") from None
+        raise _problems(
+            exc, f"scenario {scenario!r} is not valid ({len(exc.errors)} problem(s))") from None
     if report and out_dir is None:
         out_dir = Path("runs") / sc.name
     if out_dir is not None:
@@ -400,20 +415,15 @@ def check_command(
     try:
         parsed = Shipment.model_validate(raw)
     except ValidationError as exc:
-        for item in exc.errors():
-            loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"])
-            value = item.get("input")
-            shown = "" if isinstance(value, dict | list) else f" (value {value!r})"
-            err.print(f"{loc.lstrip('.')}{shown}: {item['msg']}", highlight=False, markup=False)
+        for line in validation_lines(exc):
+            err.print(line, highlight=False, markup=False)
         raise _fail(f"shipment {str(shipment)!r} is not valid") from None
     dataset = _load_or_exit(data)
     try:
         sc = load_scenario(scenario) if scenario else None
         answer = check(parsed, dataset, sc)
     except ScenarioError as exc:
-        for line in exc.errors:
-            err.print(line, highlight=False, markup=False)
-        raise _fail(f"{len(exc.errors)} problem(s) in the shipment or scenario") from None
+        raise _problems(exc, f"{len(exc.errors)} problem(s) in the shipment or scenario") from None
     if as_json:
         print(json.dumps(answer, indent=2))
         return
@@ -498,17 +508,15 @@ def criticality_command(
     from rareflow.criticality import criticality
 
     dataset = _load_or_exit(data)
-    try:
-        sc = load_scenario(scenario)
-    except ScenarioError as exc:
-        for line in exc.errors:
-            err.print(line, highlight=False, markup=False)
-        raise _fail(f"scenario {scenario!r} is not valid") from None
+    sc = _scenario_or_exit(scenario)
     years = sorted({int(m[:4]) for m in sc.months})
     year = year or years[0]
     if year not in years:
         raise _fail(f"--year {year}: outside the scenario's years {years[0]}-{years[-1]}")
-    result = simulate(dataset, sc)
+    try:
+        result = simulate(dataset, sc)
+    except ScenarioError as exc:
+        raise _problems(exc, f"scenario {scenario!r} cannot be run") from None
     answer = criticality(result.data, dataset, year)
     if as_json:
         print(json.dumps(answer, indent=2))
@@ -545,10 +553,11 @@ def exposure_command(
         parsed = load_bom(bom, dataset)
         sc = load_scenario(scenario)
     except (BomError, ScenarioError) as exc:
-        for line in exc.errors:
-            err.print(line, highlight=False, markup=False)
-        raise _fail(f"{len(exc.errors)} problem(s); nothing was analysed") from None
-    answer = analyse(parsed, dataset, sc, runs=runs, seed=seed)
+        raise _problems(exc, f"{len(exc.errors)} problem(s); nothing was analysed") from None
+    try:
+        answer = analyse(parsed, dataset, sc, runs=runs, seed=seed)
+    except ScenarioError as exc:
+        raise _problems(exc, f"scenario {scenario!r} cannot be run") from None
     if out_dir is not None:
         from rareflow.report.html import write_report
 
@@ -586,15 +595,6 @@ def exposure_command(
         out.print(f"report: {(out_dir / 'report.html').resolve()}", highlight=False)
 
 
-def _scenario_or_exit(name: str):
-    try:
-        return load_scenario(name)
-    except ScenarioError as exc:
-        for line in exc.errors:
-            err.print(line, highlight=False, markup=False)
-        raise _fail(f"scenario {name!r} is not valid") from None
-
-
 @app.command("sensitivity")
 def sensitivity_command(
     scenario: Annotated[str, typer.Argument(help="Scenario with an 'uncertain' block.")],
@@ -614,9 +614,7 @@ def sensitivity_command(
     try:
         answer = sobol_indices(dataset, sc, output, samples, seed)
     except ScenarioError as exc:
-        for line in exc.errors:
-            err.print(line, highlight=False, markup=False)
-        raise _fail("nothing to analyse") from None
+        raise _problems(exc, "nothing to analyse") from None
     if as_json:
         print(json.dumps(answer, indent=2))
         return

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rareflow.api import simulate
 from rareflow.compile import resolve_rules
 from rareflow.data import Dataset
+from rareflow.error_lines import validation_lines
 from rareflow.scenario import Scenario, ScenarioError, read_yaml
 
 WEEKS_PER_MONTH = 52.0 / 12.0
@@ -94,16 +95,6 @@ class BomError(ValueError):
         super().__init__(f"bill of materials {source}:\n" + "\n".join(errors))
 
 
-def _pydantic_errors(exc: ValidationError) -> list[str]:
-    out = []
-    for item in exc.errors():
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"])
-        value = item.get("input")
-        shown = "" if isinstance(value, dict | list) else f" (value {value!r})"
-        out.append(f"{loc.lstrip('.')}{shown}: {item['msg']}")
-    return out
-
-
 CSV_COLUMNS = ("company", "country", "product", "units_per_month", "value_per_unit_usd",
                "end_use", "export_destinations", "component", "magnet_kg", "grade",
                "inventory_weeks", "supplier", "supplier_country", "stage", "share",
@@ -144,7 +135,7 @@ def load_bom_dict(raw: object, dataset: Dataset, source: str = "(request)") -> B
     try:
         bom = Bom.model_validate(raw)
     except ValidationError as exc:
-        raise BomError(source, _pydantic_errors(exc)) from None
+        raise BomError(source, validation_lines(exc)) from None
     errors = _check_codes(bom, dataset)
     if errors:
         raise BomError(source, errors)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rareflow.data import Dataset
 from rareflow.dims import WORLD
 from rareflow.ensemble import Uncertainties
+from rareflow.error_lines import validation_lines
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -262,21 +263,6 @@ _EVENT_TAGS = {"facility_outage", "trade_restriction", "demand_shock", "stockpil
                "stockpile_purchase"}
 
 
-def _location(loc: tuple) -> str:
-    out = ""
-    previous = None
-    for part in loc:
-        if isinstance(previous, int) and part in _EVENT_TAGS:
-            previous = part
-            continue  # pydantic names the union member; the user wrote only the index
-        previous = part
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
 def scenario_from_dict(raw: object, source: str = "<dict>") -> Scenario:
     """Build a scenario, turning pydantic's errors into 'field: value: rule' lines."""
     if not isinstance(raw, dict):
@@ -284,13 +270,7 @@ def scenario_from_dict(raw: object, source: str = "<dict>") -> Scenario:
     try:
         return Scenario.model_validate(raw)
     except ValidationError as exc:
-        errors = []
-        for item in exc.errors():
-            loc = tuple(p for p in item["loc"] if not str(p).startswith(("function-", "literal")))
-            value = item.get("input")
-            shown = "" if isinstance(value, dict | list) else f" (value {value!r})"
-            errors.append(f"{_location(loc)}{shown}: {item['msg']}")
-        raise ScenarioError(source, errors) from None
+        raise ScenarioError(source, validation_lines(exc, skip_tags=_EVENT_TAGS)) from None
 
 
 class _TextDatesLoader(yaml.SafeLoader):
@@ -431,11 +411,7 @@ def _check_policies(scenario: Scenario, dataset: Dataset) -> list[str]:
         try:
             rule = Rule.model_validate(raw)
         except ValidationError as exc:
-            for item in exc.errors():
-                loc = ".".join(str(p) for p in item["loc"])
-                value = item.get("input")
-                shown = "" if isinstance(value, dict | list) else f" (value {value!r})"
-                errors.append(f"policies.rules[{j}].{loc}{shown}: {item['msg']}")
+            errors += validation_lines(exc, prefix=f"policies.rules[{j}]")
             continue
         for field in ("actor",):
             if getattr(rule, field) not in countries:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rareflow import __version__
 from rareflow.api import check, simulate
 from rareflow.data import TABLE_ORDER, Dataset, load_dataset
+from rareflow.error_lines import validation_lines
 from rareflow.report.compare import deltas
 from rareflow.report.compare import render as render_compare
 from rareflow.report.html import write_report
@@ -347,10 +348,7 @@ def create_app(store_dir: str | Path, token: str | None = None, max_runs: int = 
             shipment = Shipment.model_validate(body)
             return check(shipment, dataset)
         except ValidationError as exc:
-            raise HTTPException(422, {"errors": [
-                f"{'.'.join(str(p) for p in e['loc']) or '(shipment)'} "
-                f"(value {e.get('input')!r}): {e['msg']}" for e in exc.errors()]}
-            ) from None
+            raise HTTPException(422, {"errors": validation_lines(exc)}) from None
         except ScenarioError as exc:
             raise HTTPException(422, {"errors": exc.errors}) from None
 
@@ -386,9 +384,7 @@ def create_app(store_dir: str | Path, token: str | None = None, max_runs: int = 
         try:
             request = ExposureRequest(bom=raw, scenario=str(body.get("scenario", "history-2025")))
         except ValidationError as exc:
-            raise HTTPException(422, {"errors": [
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]}
-            ) from None
+            raise HTTPException(422, {"errors": validation_lines(exc)}) from None
         return exposure(request)
 
     # ---- pages ----------------------------------------------------------------------------------

@@ -1,0 +1,52 @@
+"""One way to tell a user what is wrong with an input: ``field (value ...): rule`` lines.
+
+Scenarios, rules inside scenarios, shipments, bills of materials and API requests are all
+validated by pydantic; every entry point turns its errors into the same lines so a field path
+reads the same in the CLI, the API and the docs (``events[0].start``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from pydantic import ValidationError
+
+
+def field_path(loc: tuple, skip_tags: Collection[str] = ()) -> str:
+    """``('events', 0, 'start')`` -> ``events[0].start``.
+
+    Parts pydantic adds for its own bookkeeping (``function-...``, ``literal[...]``) are dropped,
+    and so is a tagged-union member name in ``skip_tags`` right after an index: the user wrote
+    only the index.
+    """
+    out = ""
+    previous = None
+    for part in loc:
+        if str(part).startswith(("function-", "literal")):
+            continue
+        if isinstance(previous, int) and part in skip_tags:
+            previous = part
+            continue
+        previous = part
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def validation_lines(exc: ValidationError, prefix: str = "",
+                     skip_tags: Collection[str] = ()) -> list[str]:
+    """Each pydantic error as ``field (value ...): rule``, the field prefixed by ``prefix``.
+
+    Values that are mappings or lists are not repeated (they are the user's whole block).
+    """
+    lines = []
+    for item in exc.errors():
+        path = field_path(tuple(item["loc"]), skip_tags)
+        if prefix:
+            path = f"{prefix}{'' if not path or path.startswith('[') else '.'}{path}"
+        value = item.get("input")
+        shown = "" if isinstance(value, dict | list) else f" (value {value!r})"
+        lines.append(f"{path or '(top level)'}{shown}: {item['msg']}")
+    return lines
