@@ -49,8 +49,6 @@ from rareflow.scenario import (
 from rareflow.sim.network import Controls, Network
 
 OTHER = "other"
-#: Position of an element in the composition vector, filled when a builder reads the elements.
-ELEMENT_INDEX: dict[str, int] = {}
 PIPELINE_STATUSES = ("construction", "ramping")
 #: Ramp-up years where a facility does not state one. Observed: Lynas Kalgoorlie opened Nov 2024
 #: and was still ramping in 2025-26; Neo Narva started May 2025 with ramp-up through 2026.
@@ -89,7 +87,6 @@ class _Builder:
         self.facilities = self._facilities()
         self.countries = self._countries()
         self.e = {s: i for i, s in enumerate(self.elements)}
-        ELEMENT_INDEX.update(self.e)
         self.c = {s: i for i, s in enumerate(self.countries)}
 
     # ---- coordinates -------------------------------------------------------------------------
@@ -146,11 +143,7 @@ class _Builder:
                     cap[ti, self.c[row["country"]]] += row["value"] / 12.0
                 elif row["country"] != WORLD:
                     cap[ti, self.c[REST_OF_WORLD]] += row["value"] / 12.0
-        for _, f in self._pipeline("mining").iterrows():
-            if f["capacity_unit"] != "t REO/yr":
-                continue
-            ramp = _ramp(self.months, int(f["start_year"]), self._ramp_years(f))
-            cap[:, self.c[f["country"]]] += f["capacity"] / 12.0 * ramp
+        self._add_pipeline(cap, "mining", ndpr=None, recovery=1.0)
         return cap
 
     def last_reported_year(self) -> int:
@@ -221,7 +214,7 @@ class _Builder:
         return shares
 
     def sep_capacity(self, separation: dict[str, float], feed: np.ndarray,
-                     recovery: float, composition: np.ndarray) -> np.ndarray:
+                     recovery: float, ndpr: np.ndarray) -> np.ndarray:
         cap = np.zeros((len(self.months), len(self.countries)))
         for code, value in separation.items():
             cap[:, self.c[code]] = value / recovery / 12.0
@@ -232,23 +225,30 @@ class _Builder:
             self.notes["separation"] = "no base-year separation tonnages: capacity = base feed"
         china = self.c[CHINA]
         cap[:, china] = np.maximum(cap[:, china], feed[china])
-        ndpr_share = composition[:, [self.e["Nd"], self.e["Pr"]]].sum(axis=1)
-        world_ndpr = float(np.average(ndpr_share, weights=np.maximum(feed, 1e-9)))
-        for _, f in self._pipeline("separation").iterrows():
+        self._add_pipeline(cap, "separation", ndpr, recovery)
+        return cap
+
+    def ndpr_shares(self, composition: np.ndarray, feed: np.ndarray) -> np.ndarray:
+        """NdPr share [-] of each country's feed, for capacities stated in t NdPr oxide/yr.
+
+        A country whose own ores carry under 5 % NdPr (or none) is taken to process feed of
+        the world's average NdPr share, weighted by base-year feed.
+        """
+        share = composition[:, [self.e["Nd"], self.e["Pr"]]].sum(axis=1)
+        world = float(np.average(share, weights=np.maximum(feed, 1e-9)))
+        return np.where(share >= 0.05, share, world)
+
+    def _add_pipeline(self, cap: np.ndarray, stage: str, ndpr: np.ndarray | None,
+                      recovery: float) -> None:
+        """Add new facilities' capacity [unit of ``cap`` per month] along their ramp-up."""
+        for _, f in self._pipeline(stage).iterrows():
             ci = self.c[f["country"]]
-            unit = f["capacity_unit"]
-            if unit == "t REO/yr":
-                annual_feed = f["capacity"]
-            elif unit in ("t oxide/yr", "t HREO/yr"):
-                annual_feed = f["capacity"] / recovery
-            elif unit == "t NdPr oxide/yr":
-                share = ndpr_share[ci] if ndpr_share[ci] >= 0.05 else world_ndpr
-                annual_feed = f["capacity"] / share / recovery
-            else:
+            annual = self._in_country_unit(f, stage, None if ndpr is None else ndpr[ci],
+                                           recovery)
+            if annual is None:
                 continue
             ramp = _ramp(self.months, int(f["start_year"]), self._ramp_years(f))
-            cap[:, ci] += annual_feed / 12.0 * ramp
-        return cap
+            cap[:, ci] += annual / 12.0 * ramp
 
     def sep_heavy(self) -> np.ndarray:
         fac = self.facilities
@@ -265,14 +265,10 @@ class _Builder:
         # facilities.csv); the baseline keeps its capacity in step with world magnet demand.
         if growth is not None:
             cap[:, self.c[CHINA]] *= np.maximum(growth, 1.0)
-        for _, f in self._pipeline("magnet").iterrows():
-            if f["capacity_unit"] != "t magnet/yr":
-                continue
-            ramp = _ramp(self.months, int(f["start_year"]), self._ramp_years(f))
-            cap[:, self.c[f["country"]]] += f["capacity"] / 12.0 * ramp
+        self._add_pipeline(cap, "magnet", ndpr=None, recovery=1.0)
         return cap
 
-    def _outage_factor(self, stage: str, capacity: np.ndarray, composition: np.ndarray,
+    def _outage_factor(self, stage: str, capacity: np.ndarray, ndpr: np.ndarray,
                        recovery: float) -> np.ndarray:
         """Capacity multipliers [T, C] for the scenario's facility outages at ``stage``.
 
@@ -289,7 +285,7 @@ class _Builder:
             if f["stage"] != stage:
                 continue
             ci = self.c.get(f["country"], self.c[REST_OF_WORLD])
-            annual = self._in_country_unit(f, stage, composition[ci], recovery)
+            annual = self._in_country_unit(f, stage, ndpr[ci], recovery)
             t0 = month_index(self.sc.start, event.start)
             t1 = len(self.months) if event.months is None else t0 + event.months
             for t in range(max(t0, 0), min(t1, len(self.months))):
@@ -300,28 +296,28 @@ class _Builder:
         return factor
 
     @staticmethod
-    def _in_country_unit(f: pd.Series, stage: str, composition: np.ndarray,
+    def _in_country_unit(f: pd.Series, stage: str, ndpr: float | None,
                          recovery: float) -> float | None:
-        """A facility's annual capacity in the unit of its stage's country capacity."""
+        """A facility's annual capacity in the unit of its stage's country capacity.
+
+        Mining: t REO of mine output; separation: t REO of feed (oxide out / recovery);
+        magnet: t magnet. Capacities stated in t NdPr oxide/yr are divided by the NdPr share of
+        the country's feed (``ndpr``). None where the unit does not convert.
+        """
         capacity, unit = f["capacity"], f["capacity_unit"]
         if capacity is None or (isinstance(capacity, float) and math.isnan(capacity)):
             return None
-        ndpr = float(composition[[ELEMENT_INDEX["Nd"], ELEMENT_INDEX["Pr"]]].sum())
-        if stage == "mining":
-            if unit == "t REO/yr":
-                return float(capacity)
-            if unit == "t NdPr oxide/yr" and ndpr > 0:
-                return float(capacity) / ndpr
-            return None
-        if stage == "separation":
-            if unit == "t REO/yr":
-                return float(capacity)
-            if unit in ("t oxide/yr", "t HREO/yr"):
-                return float(capacity) / recovery
-            if unit == "t NdPr oxide/yr" and ndpr > 0:
-                return float(capacity) / ndpr / recovery
-            return None
-        return float(capacity) if unit == "t magnet/yr" else None
+        capacity = float(capacity)
+        if stage == "magnet":
+            return capacity if unit == "t magnet/yr" else None
+        per_feed = 1.0 if stage == "mining" else recovery
+        if unit == "t REO/yr":
+            return capacity
+        if unit == "t NdPr oxide/yr" and ndpr:
+            return capacity / ndpr / per_feed
+        if stage == "separation" and unit in ("t oxide/yr", "t HREO/yr"):
+            return capacity / recovery
+        return None
 
     # ---- demand ------------------------------------------------------------------------------
     def magnet_grades(self) -> tuple[list[str], np.ndarray]:
@@ -577,7 +573,8 @@ def compile_scenario(dataset: Dataset, scenario: Scenario) -> tuple[Network, Con
     separation = b._stage_output("separation")
     conc = b.conc_shares(separation)
     base_feed = (mine_cap[0][:, None] * conc).sum(axis=0)
-    sep_cap = b.sep_capacity(separation, base_feed, recovery, composition)
+    ndpr = b.ndpr_shares(composition, base_feed)
+    sep_cap = b.sep_capacity(separation, base_feed, recovery, ndpr)
     sep_heavy = b.sep_heavy()
 
     sectors = dataset.sectors["code"].tolist()
@@ -629,9 +626,9 @@ def compile_scenario(dataset: Dataset, scenario: Scenario) -> tuple[Network, Con
         mag_cap[:, china] = np.maximum(mag_cap[:, china],
                                        magnet_need.sum(axis=(1, 2)) * headroom - others)
     # Outages last: the closure rules do not make up for them.
-    mine_cap = mine_cap * b._outage_factor("mining", mine_cap, composition, recovery)
-    sep_cap = sep_cap * b._outage_factor("separation", sep_cap, composition, recovery)
-    mag_cap = mag_cap * b._outage_factor("magnet", mag_cap, composition, recovery)
+    mine_cap = mine_cap * b._outage_factor("mining", mine_cap, ndpr, recovery)
+    sep_cap = sep_cap * b._outage_factor("separation", sep_cap, ndpr, recovery)
+    mag_cap = mag_cap * b._outage_factor("magnet", mag_cap, ndpr, recovery)
     surplus = np.maximum(world_supply - world_magnet, 0.0)
     supply_share = separated / np.maximum(world_supply[None, :], 1e-12)
     base_oxide_need = surplus[None, :] * supply_share  # [C,E] where separated
