@@ -12,24 +12,18 @@ def _one(*values):
     return np.array(values, dtype=float)
 
 
-def test_pro_rata_shares_a_shortage_between_home_and_foreign_buyers():
-    # X has 60; home buyers want 60, the importer wants 40 (and has nothing at home):
-    # ratio 60 / 100 -> home 36, foreign 24.
+@pytest.mark.parametrize(("home_first", "home", "foreign"), [
+    # X has 60; home buyers want 60, the importer wants 40 (and has nothing at home).
+    (False, 36.0, 24.0),  # pro rata: 60 / 100 of each request
+    (True, 60.0, 0.0),  # home buyers first, exports get what is left
+])
+def test_shortage_between_home_and_foreign_buyers(home_first, home, foreign):
     supply = _one(60, 0).reshape(1, 2, 1)
     need = _one(60, 40).reshape(1, 2, 1)
     pref = np.array([[[0.0, 1.0], [1.0, 0.0]]])
-    flow, _ = allocate(supply, need, np.ones((2, 2, 1)), pref, np.array([False, False]))
-    assert flow[0, 0, 0, 0] == pytest.approx(36.0)
-    assert flow[0, 0, 1, 0] == pytest.approx(24.0)
-
-
-def test_home_first_serves_home_buyers_before_exports():
-    supply = _one(60, 0).reshape(1, 2, 1)
-    need = _one(60, 40).reshape(1, 2, 1)
-    pref = np.array([[[0.0, 1.0], [1.0, 0.0]]])
-    flow, _ = allocate(supply, need, np.ones((2, 2, 1)), pref, np.array([True, False]))
-    assert flow[0, 0, 0, 0] == pytest.approx(60.0)
-    assert flow[0, 0, 1, 0] == pytest.approx(0.0)
+    flow, _ = allocate(supply, need, np.ones((2, 2, 1)), pref, np.array([home_first, False]))
+    assert flow[0, 0, 0, 0] == pytest.approx(home)
+    assert flow[0, 0, 1, 0] == pytest.approx(foreign)
 
 
 def test_blocked_supplier_is_not_asked():

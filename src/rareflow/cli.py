@@ -7,19 +7,17 @@ field, the value and the rule, and no traceback.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from rareflow import __version__
 from rareflow.api import check, simulate
-from rareflow.data import TABLE_ORDER, Dataset, check_dataset, load_schema
+from rareflow.data import TABLE_ORDER, Dataset, check_dataset, load_schema, table_records
 from rareflow.error_lines import validation_lines
 from rareflow.overview import supply_overview
 from rareflow.scenario import (
@@ -116,24 +114,6 @@ def _load_or_exit(data: Path | None) -> Dataset:
     return dataset
 
 
-def _jsonable(value: object) -> object:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if value is pd.NA:
-        return None
-    if hasattr(value, "item"):
-        return value.item()
-    return value
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    columns = [c for c in frame.columns if c != "_line"]
-    return [
-        {c: _jsonable(v) for c, v in zip(columns, row, strict=True)}
-        for row in frame[columns].itertuples(index=False, name=None)
-    ]
-
-
 @data_app.command("validate")
 def data_validate(data: DataDir = None, as_json: JsonFlag = False) -> None:
     """Check every table against its schema and the cross-table rules; exit 2 on any error."""
@@ -178,13 +158,13 @@ def data_show(
         raise _fail(f"TABLE {table!r} is not a dataset table; choose one of {choices}")
     frame = _load_or_exit(data).tables[table]
     if as_json:
-        print(json.dumps(_records(frame), indent=2))
+        print(json.dumps(table_records(frame), indent=2))
         return
     schema = load_schema(table)
     view = Table(title=f"{table} ({len(frame)} rows)", show_lines=False)
     for spec in schema.columns:
         view.add_column(spec.column + (f" [{spec.unit}]" if spec.unit else ""), overflow="fold")
-    for record in _records(frame):
+    for record in table_records(frame):
         view.add_row(*[
             ";".join(v) if isinstance(v, list) else ("" if v is None else str(v))
             for v in record.values()
@@ -202,7 +182,7 @@ def data_sources(data: DataDir = None, as_json: JsonFlag = False) -> None:
             for ids in frame["source_id"]:
                 for sid in ids:
                     counts[sid] = counts.get(sid, 0) + 1
-    records = _records(dataset.sources)
+    records = table_records(dataset.sources)
     for record in records:
         record["cited_by_rows"] = counts.get(record["source_id"], 0)
     if as_json:

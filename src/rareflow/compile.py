@@ -34,7 +34,7 @@ import pandas as pd
 from rareflow.data import Dataset
 from rareflow.data.consistency import latest_edition
 from rareflow.data.validation import is_blank
-from rareflow.dims import CHINA, REST_OF_WORLD, WORLD
+from rareflow.dims import CHINA, REST_OF_WORLD, WEEKS_PER_MONTH, WORLD
 from rareflow.policy.compile import PolicyTensors, compile_rules, regimes_from_table
 from rareflow.policy.rules import Rule, parse_date, rules_from_table
 from rareflow.scenario import (
@@ -57,7 +57,6 @@ PRICE_SMOOTHING = 0.5
 #: Aggregate refined trade rows count as foreign non-magnet demand only this many years before
 #: the base year (the 2009 rows serve the 2010 base year, not 2024).
 FOREIGN_DEMAND_WINDOW = 2
-WEEKS_PER_MONTH = 52.0 / 12.0
 
 
 def _years(months: list[str]) -> np.ndarray:

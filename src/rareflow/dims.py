@@ -16,3 +16,7 @@ REST_OF_WORLD = "ROW"
 
 #: Price markets: China domestic and outside China.
 MARKETS: tuple[str, ...] = ("china", "ex_china")
+
+#: Calendar conversions used wherever rules state days or weeks and the model steps in months.
+DAYS_PER_MONTH = 365.25 / 12
+WEEKS_PER_MONTH = 52.0 / 12.0

@@ -29,10 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rareflow.api import simulate
 from rareflow.compile import resolve_rules
 from rareflow.data import Dataset
+from rareflow.dims import WEEKS_PER_MONTH
 from rareflow.error_lines import validation_lines
 from rareflow.scenario import Scenario, ScenarioError, read_yaml
-
-WEEKS_PER_MONTH = 52.0 / 12.0
 
 
 class _Strict(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -172,3 +173,24 @@ def load_dataset(path: str | Path | None = None) -> Dataset:
     if any(p.severity == "error" for p in problems):
         raise DatasetError(problems)
     return dataset
+
+
+def _jsonable(value: object) -> object:
+    """A cell as JSON: NaN and pandas' NA become null, numpy scalars plain Python."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if value is pd.NA:
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def table_records(frame: pd.DataFrame) -> list[dict]:
+    """A dataset table as JSON-ready records (without the loader's ``_line`` bookkeeping), as
+    both the CLI (``data show --json``) and the API (``/api/tables``) serve it."""
+    columns = [c for c in frame.columns if c != "_line"]
+    return [
+        {c: _jsonable(v) for c, v in zip(columns, row, strict=True)}
+        for row in frame[columns].itertuples(index=False, name=None)
+    ]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rareflow.dims import DAYS_PER_MONTH
 from rareflow.policy.rules import REFINED_FORMS, Rule, parse_date
 
 #: Licensing practice where no regime row applies: the "normal phase" prior of the reference
@@ -26,7 +27,6 @@ DEFAULT_REVIEW_MEDIAN_DAYS = 38.0
 DEFAULT_REVIEW_P90_DAYS = 63.0
 #: 2025 practice was "one batch, one licence" (per shipment).
 DEFAULT_VALIDITY_MONTHS = 1.0
-DAYS_PER_MONTH = 365.25 / 12
 
 
 @dataclass

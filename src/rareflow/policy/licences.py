@@ -42,8 +42,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
+from rareflow.dims import DAYS_PER_MONTH
+
 MAX_AGE = 12
-DAYS_PER_MONTH = 365.25 / 12
 _EPS = 1e-12
 
 

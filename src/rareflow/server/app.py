@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rareflow import __version__
 from rareflow.api import check, simulate
-from rareflow.data import TABLE_ORDER, Dataset, load_dataset
+from rareflow.data import TABLE_ORDER, Dataset, load_dataset, table_records
 from rareflow.error_lines import validation_lines
 from rareflow.report.compare import deltas
 from rareflow.report.compare import render as render_compare
@@ -133,12 +133,6 @@ def _plotly_js() -> str:
     return plotly.offline.get_plotlyjs()
 
 
-def _records(frame) -> list[dict]:
-    from rareflow.cli import _records as records
-
-    return records(frame)
-
-
 def create_app(store_dir: str | Path, token: str | None = None, max_runs: int = 2000,
                max_active: int = 4, workers: int = 2, data_dir: str | None = None) -> FastAPI:
     """The FastAPI application over the store in ``store_dir``."""
@@ -218,11 +212,11 @@ def create_app(store_dir: str | Path, token: str | None = None, max_runs: int = 
     def table(table: str) -> list[dict]:
         if table not in TABLE_ORDER:
             raise HTTPException(404, f"no table {table!r}; tables: {', '.join(TABLE_ORDER)}")
-        return _records(dataset.tables[table])
+        return table_records(dataset.tables[table])
 
     @app.get("/api/sources")
     def sources() -> list[dict]:
-        return _records(dataset.sources)
+        return table_records(dataset.sources)
 
     # ---- scenarios ------------------------------------------------------------------------------
     @app.get("/api/scenarios")
@@ -413,7 +407,7 @@ def create_app(store_dir: str | Path, token: str | None = None, max_runs: int = 
         sc, kind = resolve(name)
         library = [{"rule_id": r["rule_id"], "title": r["title"], "mechanism": r["mechanism"],
                     "effective": r["effective"]}
-                   for r in _records(dataset.policies) if r["in_model"]]
+                   for r in table_records(dataset.policies) if r["in_model"]]
         return page("scenario.html", name=name, kind=kind,
                     scenario=json.loads(sc.model_dump_json()), library=library,
                     timeline=_timeline(sc, dataset))
