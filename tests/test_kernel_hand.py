@@ -81,3 +81,20 @@ def test_runs_axis_gives_identical_runs():
     out = simulate_arrays(net, controls(net), runs=3)
     for name, values in out.items():
         assert np.array_equal(values[0], values[2], equal_nan=True), name
+
+
+def test_defense_first_serves_defense_before_other_sectors_by_hand():
+    """One country, one grade, 50 t received; defense asks 30 t, EVs 70 t.
+
+    Pro rata (50/100 of each): defense 15, EVs 35. Defense first: defense 30, EVs the other 20.
+    """
+    from rareflow.sim.kernel import _share_to_sectors
+
+    receipts = np.array([[[50.0]]])  # [R, C, G]
+    request = np.array([[[30.0, 70.0]]])  # [R, C, S]: defense, ev
+    onehot = np.array([[1.0], [1.0]])  # both sectors use grade 0
+    is_defense = np.array([True, False])
+    prorata = _share_to_sectors(receipts, request, onehot, is_defense, np.array([False]))
+    first = _share_to_sectors(receipts, request, onehot, is_defense, np.array([True]))
+    np.testing.assert_allclose(prorata[0, 0], [15.0, 35.0])
+    np.testing.assert_allclose(first[0, 0], [30.0, 20.0])
