@@ -96,6 +96,9 @@ def test_runs_differ_and_summary_has_bands_parameters_and_exceedance():
     short = res.headline()["shortfall_total_t"]
     assert len(set(np.round(short, 6))) > 1
     assert s["headline"]["shortfall_total_t"]["p5"] <= s["headline"]["shortfall_total_t"]["p95"]
+    for band in (5, 50, 95):
+        assert s["headline"]["shortfall_total_t"][f"p{band}"] == pytest.approx(
+            np.percentile(short, band), rel=1e-6)
     assert set(s["parameters"]) == {"approval_scale", "demand_scale", "price_elasticity"}
     assert s["exceedance"]["shortfall_total_t"]["100.0"] == pytest.approx(
         float(np.mean(short > 100.0)))

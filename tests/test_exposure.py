@@ -176,3 +176,42 @@ def test_alternatives_share_one_gap_by_hand():
         update={"alternatives": product.components[0].alternatives[:1]})
     arrivals = _component_arrivals(World(), bom, product, only_one, need=10.0)
     np.testing.assert_allclose(arrivals, [[10.0, 6.0, 6.0, 6.0]])
+
+
+def test_availability_is_fill_relative_to_the_undisrupted_run_by_hand():
+    """Fill 0.3 where the undisrupted run fills 0.6 is half the usual volume; a route the
+    undisrupted run does not fill at all counts as fully available; never above 1."""
+    import xarray as xr
+
+    from rareflow.exposure import Supplier, _World
+
+    def fills(values):
+        fill = xr.DataArray(
+            np.array(values, dtype=float).reshape(1, 3, 1, 1, 1),
+            dims=("run", "month", "exporter", "importer", "grade"),
+            coords={"month": ["2025-01", "2025-02", "2025-03"], "exporter": ["CHN"],
+                    "importer": ["DEU"], "grade": ["NdFeB_std"]})
+        return xr.Dataset({"magnet_fill": fill}, coords={"country": ["CHN", "DEU"]})
+
+    class Run:
+        def __init__(self, data):
+            self.data = data
+
+    world = _World(Run(fills([0.3, 0.2, 0.9])), DATASET, load_scenario("baseline"),
+                   reference=Run(fills([0.6, 0.0, 0.6])))
+    cn = Supplier(name="cn", country="CHN", share=1.0)
+    np.testing.assert_allclose(world.availability(cn, "DEU", "NdFeB_std", military=False),
+                               [[0.5, 1.0, 1.0]])
+
+
+def test_bad_alternative_country_is_named_as_an_alternative():
+    bom = {"company": "x", "country": "DEU", "products": [{
+        "name": "p", "units_per_month": 1, "value_per_unit_usd": 1, "components": [{
+            "name": "c", "magnet_kg": 1.0, "grade": "NdFeB_std",
+            "suppliers": [{"name": "cn", "country": "CHN", "share": 1.0}],
+            "alternatives": [{"name": "a", "country": "XXX"}]}]}]}
+    from rareflow.exposure import BomError, load_bom_dict
+
+    with pytest.raises(BomError) as info:
+        load_bom_dict(bom, DATASET)
+    assert "products[0].components[0].alternatives[0].country (value 'XXX')" in str(info.value)

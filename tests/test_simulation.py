@@ -110,7 +110,7 @@ def test_outage_lowers_downstream_supply_and_raises_prices(dataset, baseline):
         base["production"].sel(stage="separation").sum())
     assert float(hit["shortfall"].sum()) > float(base["shortfall"].sum())
     nd = "price_usd_per_kg.NdPr_oxide.china"
-    assert max(shock.series()[nd][0][window]) >= max(baseline.series()[nd][0][window])
+    assert max(shock.series()[nd][0][window]) > max(baseline.series()[nd][0][window])
 
 
 def test_refined_export_ban_raises_the_ex_china_price_not_chinas(dataset):
@@ -142,7 +142,8 @@ def test_magnet_ban_on_one_importer_cuts_its_flow_and_buyers_reroute(dataset):
     assert float(others.isel(month=-1)) > float(others.isel(month=0))
 
 
-def test_defense_priority_protects_defense_first(dataset):
+def test_defense_priority_setting_changes_nothing_without_defense_need(dataset):
+    # The sharing itself is worked by hand in test_kernel_hand.py.
     # Give defense a demand by shocking it from zero is impossible; instead check that the
     # setting is accepted and changes nothing when defense has no need (dataset gap).
     a = _run(dataset, [], defense_priority=["USA"])

@@ -58,7 +58,8 @@ class Uncertain(BaseModel):
             raise ValueError(f"mode {self.mode} is outside [{self.low}, {self.high}]")
         if self.weights is not None and (self.values is None
                                          or len(self.weights) != len(self.values)):
-            raise ValueError("weights need one value each")
+            raise ValueError(f"weights ({len(self.weights)} given): need one weight per value "
+                             f"({len(self.values or [])} values)")
         return self
 
     @property
@@ -101,14 +102,17 @@ class Uncertainties(BaseModel):
     @model_validator(mode="after")
     def _labels(self) -> Uncertainties:
         labels = [p.label for p in self.parameters]
-        if len(set(labels)) != len(labels):
-            raise ValueError("parameter labels must be unique (give 'name' to repeats)")
-        for a, b, rho in self.correlation:
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"parameters (labels {', '.join(repeated)}): labels must be unique "
+                             "(give 'name' to repeats)")
+        for i, (a, b, rho) in enumerate(self.correlation):
             for label in (a, b):
                 if label not in labels:
-                    raise ValueError(f"correlation names {label!r}, not a parameter label")
+                    raise ValueError(f"correlation[{i}] (value {label!r}): not a parameter "
+                                     f"label; labels: {', '.join(labels)}")
             if not -1 < rho < 1:
-                raise ValueError(f"correlation {rho} must lie in (-1, 1)")
+                raise ValueError(f"correlation[{i}] ({a}, {b}, value {rho}): must lie in (-1, 1)")
         return self
 
 

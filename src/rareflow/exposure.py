@@ -170,10 +170,12 @@ def _check_codes(bom: Bom, dataset: Dataset) -> list[str]:
             if comp.grade not in grades:
                 errors.append(f"{where}.grade (value {comp.grade!r}): not a magnet grade; "
                               f"choose one of {', '.join(sorted(grades))}")
-            for m, s in enumerate([*comp.suppliers, *comp.alternatives]):
-                if s.country not in countries:
-                    errors.append(f"{where}.suppliers[{m}].country (value {s.country!r}): not "
-                                  "a country code in the dataset")
+            for kind, entries in (("suppliers", comp.suppliers),
+                                  ("alternatives", comp.alternatives)):
+                for m, s in enumerate(entries):
+                    if s.country not in countries:
+                        errors.append(f"{where}.{kind}[{m}].country (value {s.country!r}): "
+                                      "not a country code in the dataset")
     return errors
 
 

@@ -72,8 +72,11 @@ def prepare(directory: Path, scenario: Scenario, runs: int, seed: int,
     if spec_path.is_file():
         existing = json.loads(spec_path.read_text())
         if existing != spec:
-            raise ValueError(f"{directory} holds a different sweep (scenario, runs, seed or "
-                             "batch size differ); use another --out or delete it")
+            differ = [k for k in spec if existing.get(k) != spec[k]]
+            shown = "; ".join(f"{k}: was {existing.get(k)!r}, now {spec[k]!r}"
+                              if k != "scenario" else "scenario: changed" for k in differ)
+            raise ValueError(f"{directory} holds a different sweep ({shown}); use another "
+                             "--out or delete it")
     else:
         spec_path.write_text(json.dumps(spec))
     values_path = directory / "parameters.npy"
