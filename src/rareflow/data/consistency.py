@@ -216,6 +216,225 @@ def check_item_links(tables: dict[str, pd.DataFrame]) -> list[Problem]:
     return problems
 
 
+#: Input tables of the responses model (issue 5): every number needs a source or an estimate note.
+RESPONSE_TABLES = (
+    "response_parameters",
+    "supply_costs",
+    "lead_times",
+    "residues",
+    "stockpiles",
+    "substitution_options",
+    "product_lifetimes",
+)
+#: Stages the responses model builds capacity for; each needs a generic (``*``) lead-time row.
+LEAD_TIME_STAGES = ("mining", "separation", "magnet")
+#: Tolerance when comparing an offtake with the capacity of the facilities that supply it.
+OFFTAKE_TOLERANCE = 0.02
+#: (table, central column, low column, high column) ranges that must be ordered low <= mid <= high.
+_RESPONSE_RANGES = (
+    ("response_parameters", "value", "low", "high"),
+    ("supply_costs", "cost_usd_per_kg", "cost_low", "cost_high"),
+    ("substitution_options", "reduction_share", "reduction_share_low", "reduction_share_high"),
+    ("lead_times", None, "permitting_years_low", "permitting_years_high"),
+    ("lead_times", None, "construction_years_low", "construction_years_high"),
+    ("lead_times", "total_years_mean", "total_years_low", "total_years_high"),
+)
+
+
+def _numeric_columns(frame: pd.DataFrame) -> list[str]:
+    return [
+        c for c in frame.columns
+        if c not in ("_line", "year") and pd.api.types.is_numeric_dtype(frame[c])
+        and not pd.api.types.is_bool_dtype(frame[c])
+    ]
+
+
+def check_response_rows_sourced(tables: dict[str, pd.DataFrame]) -> list[Problem]:
+    """A row of a response table that holds a number cites a source or is a stated estimate."""
+    problems: list[Problem] = []
+    for table in RESPONSE_TABLES:
+        frame = tables.get(table)
+        if frame is None or frame.empty:
+            continue
+        numeric = _numeric_columns(frame)
+        for _, row in frame.iterrows():
+            filled = [c for c in numeric if not is_blank(row[c])]
+            if not filled:
+                continue
+            sourced = bool(row["source_id"]) if isinstance(row["source_id"], list) else False
+            estimate = row["estimate"] is not pd.NA and bool(row["estimate"])
+            if not sourced and not estimate:
+                problems.append(
+                    Problem(
+                        table, int(row["_line"]), "source_id", "", "numeric-row-sourced",
+                        f"row holds a number ({filled[0]}={row[filled[0]]:g}) but cites no source "
+                        "and is not marked estimate=true with its method in the note",
+                    )
+                )
+    return problems
+
+
+def check_response_ranges(tables: dict[str, pd.DataFrame]) -> list[Problem]:
+    """Low <= central <= high wherever a response table gives a range."""
+    problems: list[Problem] = []
+    for table, mid_col, low_col, high_col in _RESPONSE_RANGES:
+        frame = tables.get(table)
+        if frame is None or frame.empty:
+            continue
+        for _, row in frame.iterrows():
+            low, high = row[low_col], row[high_col]
+            mid = row[mid_col] if mid_col else math.nan
+            line = int(row["_line"])
+            if not math.isnan(low) and not math.isnan(high) and low > high:
+                problems.append(
+                    Problem(
+                        table, line, low_col, f"{low:g}", "within-range",
+                        f"{low_col} {low:g} is above {high_col} {high:g}",
+                    )
+                )
+            if math.isnan(mid):
+                continue
+            if not math.isnan(low) and mid < low or not math.isnan(high) and mid > high:
+                problems.append(
+                    Problem(
+                        table, line, mid_col, f"{mid:g}", "within-range",
+                        f"{mid_col} {mid:g} lies outside its range "
+                        f"[{low:g}, {high:g}] ({low_col}, {high_col})",
+                    )
+                )
+    return problems
+
+
+def check_response_parameters(tables: dict[str, pd.DataFrame]) -> list[Problem]:
+    """Shares are fractions; the NdPr price floor agrees with the floor row of prices.csv."""
+    problems: list[Problem] = []
+    frame = tables["response_parameters"]
+    for _, row in frame.iterrows():
+        if not str(row["parameter"]).endswith("_share"):
+            continue
+        for column in ("value", "low", "high"):
+            value = row[column]
+            if not math.isnan(value) and not 0 <= value <= 1:
+                problems.append(
+                    Problem(
+                        "response_parameters", int(row["_line"]), column, f"{value:g}",
+                        "share-in-unit-interval",
+                        f"parameter '{row['parameter']}' is a share and must lie in [0, 1]",
+                    )
+                )
+    floor = frame[frame["parameter"] == "price_floor_ndpr_usd_per_kg"]
+    prices = tables["prices"]
+    floor_prices = prices[
+        (prices["item"] == "NdPr_oxide") & (prices["basis"].astype(str) == "price floor")
+    ]
+    if len(floor) and len(floor_prices) and not math.isnan(floor["value"].iloc[0]):
+        value = float(floor["value"].iloc[0])
+        listed = sorted({float(v) for v in floor_prices["usd_per_kg"] if not math.isnan(v)})
+        if listed and value not in listed:
+            problems.append(
+                Problem(
+                    "response_parameters", _first_line(floor), "value", f"{value:g}",
+                    "price-floor-matches-prices",
+                    f"NdPr price floor {value:g} US$/kg differs from the price-floor row of "
+                    f"prices.csv ({', '.join(f'{v:g}' for v in listed)})",
+                    severity="warning",
+                )
+            )
+    offtake = frame[frame["parameter"] == "mp_10x_magnet_offtake_t_per_year"]
+    if len(offtake) and not math.isnan(offtake["value"].iloc[0]):
+        facilities = tables["facilities"]
+        mp = facilities[
+            (facilities["owner"] == "MP Materials")
+            & (facilities["stage"] == "magnet")
+            & (facilities["capacity_unit"] == "t magnet/yr")
+        ]
+        capacity = float(mp["capacity"].sum(min_count=1)) if len(mp) else math.nan
+        value = float(offtake["value"].iloc[0])
+        if not math.isnan(capacity) and value > capacity * (1 + OFFTAKE_TOLERANCE):
+            problems.append(
+                Problem(
+                    "response_parameters", _first_line(offtake), "value", f"{value:g}",
+                    "offtake-within-capacity",
+                    f"MP 10X offtake {value:g} t/yr exceeds the {capacity:g} t magnet/yr of MP "
+                    "Materials' magnet facilities in facilities.csv",
+                    severity="warning",
+                )
+            )
+    return problems
+
+
+def check_lead_times(tables: dict[str, pd.DataFrame]) -> list[Problem]:
+    """One row per stage and country, and a generic ``*`` row for every stage the model builds."""
+    problems: list[Problem] = []
+    frame = tables["lead_times"]
+    seen: dict[tuple[str, str], int] = {}
+    for _, row in frame.iterrows():
+        key = (row["stage"], row["country"])
+        line = int(row["_line"])
+        if key in seen:
+            problems.append(
+                Problem(
+                    "lead_times", line, "country", str(row["country"]), "unique",
+                    f"stage '{key[0]}' and country '{key[1]}' duplicate line {seen[key]}",
+                )
+            )
+        seen.setdefault(key, line)
+    for stage in LEAD_TIME_STAGES:
+        if (stage, "*") not in seen:
+            problems.append(
+                Problem(
+                    "lead_times", None, "country", "*", "lead-time-default",
+                    f"stage '{stage}' has no generic row (country '*') for countries "
+                    "without their own lead times",
+                )
+            )
+    return problems
+
+
+def check_response_details(tables: dict[str, pd.DataFrame]) -> list[Problem]:
+    """Rules within single response tables that the schema syntax cannot express."""
+    problems: list[Problem] = []
+    for _, row in tables["product_lifetimes"].iterrows():
+        if (
+            row["distribution"] == "weibull"
+            and not math.isnan(row["mean_years"])
+            and math.isnan(row["shape"])
+        ):
+            problems.append(
+                Problem(
+                    "product_lifetimes", int(row["_line"]), "shape", "", "weibull-has-shape",
+                    f"sector '{row['sector']}' has a Weibull lifetime with a mean but no shape",
+                )
+            )
+    for _, row in tables["supply_costs"].iterrows():
+        if math.isnan(row["cost_usd_per_kg"]):
+            continue
+        for column in ("cost_basis", "cost_kind"):
+            if is_blank(row[column]):
+                problems.append(
+                    Problem(
+                        "supply_costs", int(row["_line"]), column, "", "cost-has-basis",
+                        f"a cost of {row['cost_usd_per_kg']:g} US$/kg needs its {column}",
+                    )
+                )
+    items = tables["items"]
+    contents = dict(zip(items["code"], items["elements"], strict=True))
+    for _, row in tables["stockpiles"].iterrows():
+        element, item = row["element"], row["item"]
+        if is_blank(element) or is_blank(item) or item not in contents:
+            continue
+        if element not in contents[item]:
+            problems.append(
+                Problem(
+                    "stockpiles", int(row["_line"]), "element", str(element),
+                    "stockpile-element-in-item",
+                    f"element {element} is not contained in item {item} "
+                    f"({';'.join(contents[item])})",
+                )
+            )
+    return problems
+
+
 def cross_table_checks(tables: dict[str, pd.DataFrame]) -> list[Problem]:
     """Run every cross-table check."""
     problems: list[Problem] = []
@@ -235,5 +454,10 @@ def cross_table_checks(tables: dict[str, pd.DataFrame]) -> list[Problem]:
     problems += check_capacity_against_output(tables)
     problems += check_ranges(tables)
     problems += check_item_links(tables)
+    problems += check_response_rows_sourced(tables)
+    problems += check_response_ranges(tables)
+    problems += check_response_parameters(tables)
+    problems += check_lead_times(tables)
+    problems += check_response_details(tables)
     problems += check_sources_used(tables)
     return problems

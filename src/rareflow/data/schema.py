@@ -51,6 +51,13 @@ TABLE_ORDER: tuple[str, ...] = (
     "governance",
     "criticality_parameters",
     "criticality_published",
+    "response_parameters",
+    "supply_costs",
+    "lead_times",
+    "residues",
+    "stockpiles",
+    "substitution_options",
+    "product_lifetimes",
 )
 
 
