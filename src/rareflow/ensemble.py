@@ -184,20 +184,23 @@ def evaluate(
         labels = [p.label for p in uncertainties.parameters]
         values = np.asarray(values, dtype=float).reshape(runs, len(labels))
     params = run_parameters(uncertainties, values)
-    series: dict[str, list] = {}
-    headline: dict[str, list] = {}
+    # Results go straight into arrays for all runs (allocated from the first batch's shapes),
+    # so peak memory holds them once, not once in pieces and again concatenated.
+    series: dict[str, np.ndarray] = {}
+    headline: dict[str, np.ndarray] = {}
     kept = []
     done = 0
     for part in batches(runs, batch_size):
         s, h, data = simulate_batch(params.take(part), part.stop - part.start)
-        for k, v in s.items():
-            series.setdefault(k, []).append(np.asarray(v, dtype=np.float64))
-        for k, v in h.items():
-            headline.setdefault(k, []).append(np.asarray(v, dtype=np.float64))
+        for store, new in ((series, s), (headline, h)):
+            for k, v in new.items():
+                v = np.asarray(v, dtype=np.float64)
+                if k not in store:
+                    store[k] = np.full((runs, *v.shape[1:]), np.nan)
+                store[k][part] = v
         if data is not None:
             kept.append(data)
         done = part.stop
         if progress is not None:
             progress(done, runs)
-    return (labels, values, {k: np.concatenate(v) for k, v in series.items()},
-            {k: np.concatenate(v) for k, v in headline.items()}, kept)
+    return labels, values, series, headline, kept

@@ -37,7 +37,7 @@ Reuters, Teslam); see data/licence_regimes.csv for the per-period parameters and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import ndtr
@@ -46,10 +46,30 @@ from rareflow.dims import DAYS_PER_MONTH
 
 MAX_AGE = 12
 _EPS = 1e-12
+_HAZARD_CACHE: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+_HAZARD_CACHE_SIZE = 8
 
 
 def review_hazards(median_months: np.ndarray, p90_months: np.ndarray) -> np.ndarray:
-    """Decision hazard by age [MAX_AGE, *shape] for lognormal review times."""
+    """Decision hazard by age [MAX_AGE, *shape] for lognormal review times.
+
+    The parameters rarely change from month to month, so the last few results are kept and
+    returned again (read-only) for equal inputs.
+    """
+    median_months = np.asarray(median_months, dtype=float)
+    p90_months = np.asarray(p90_months, dtype=float)
+    for med, p90, hazard in _HAZARD_CACHE:
+        if (med.shape == median_months.shape and p90.shape == p90_months.shape
+                and np.array_equal(med, median_months) and np.array_equal(p90, p90_months)):
+            return hazard
+    hazard = _review_hazards(median_months, p90_months)
+    hazard.setflags(write=False)
+    _HAZARD_CACHE.insert(0, (median_months.copy(), p90_months.copy(), hazard))
+    del _HAZARD_CACHE[_HAZARD_CACHE_SIZE:]
+    return hazard
+
+
+def _review_hazards(median_months: np.ndarray, p90_months: np.ndarray) -> np.ndarray:
     median = np.maximum(median_months, 1e-3)
     sigma = np.maximum(np.log(np.maximum(p90_months, median * 1.0001) / median) / 1.2816, 1e-3)
     ages = np.arange(MAX_AGE + 1).reshape((-1,) + (1,) * median.ndim)
@@ -62,26 +82,151 @@ def review_hazards(median_months: np.ndarray, p90_months: np.ndarray) -> np.ndar
     return np.clip(hazard, 0.0, 1.0)
 
 
+def licence_channels(policy, stage: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Channels [X, C, K] that a rule of ``policy`` can put under licence in some month.
+
+    ``stage`` is ``"refined"`` or ``"magnet"``. Magnet channels include the extraterritorial
+    ones: a magnet made in a country other than the rule's actor, shipped abroad, of a grade and
+    destination that a threshold names in some month (the kernel's ``_magnet_licences``).
+    A superset is harmless (a channel never required stays empty); a missing channel is not.
+    """
+    if policy is None:
+        return np.zeros(shape, dtype=bool)
+    if stage == "refined":
+        return np.asarray(policy.refined.required).any(axis=0)
+    if stage != "magnet":
+        raise ValueError(f"stage (value {stage!r}): must be 'refined' or 'magnet'")
+    mask = np.asarray(policy.magnet.required).any(axis=0)
+    named = (~np.isnan(policy.extraterritorial_threshold)).any(axis=0)  # [C, G]
+    n = mask.shape[0]
+    routes = (np.arange(n) != policy.extra_actor)[:, None] & ~np.eye(n, dtype=bool)  # [X, C]
+    return mask | (routes[:, :, None] & named[None])
+
+
 @dataclass
 class LicenceQueue:
-    """State of every channel of one stage: licensed flow and pending volume by age."""
+    """State of the licensed channels of one stage: licensed flow and pending volume by age.
 
-    licensed: np.ndarray  # [R, *shape]
-    pending: np.ndarray  # [R, MAX_AGE, *shape]
+    Only channels that have been required at least once carry state (a channel never required
+    has nothing licensed or pending, and its allowed share is 1): ``licensed`` [R, N] and
+    ``pending`` [R, MAX_AGE, N] hold these N channels, in C order of the full ``shape``, at the
+    flat positions ``index``. Channels join when first required. ``candidates`` (flat positions,
+    default all) bounds the channels that may ever be required; :func:`licence_channels` gives
+    it from the policy tensors, so that only those channels are scanned each month.
+
+    Arguments of :meth:`step` and :meth:`allowed_share` and their results are full arrays
+    [R, *shape]; the numbers equal those of a queue that keeps every channel.
+    """
+
+    licensed: np.ndarray  # [R, N]
+    pending: np.ndarray  # [R, MAX_AGE, N]
+    shape: tuple[int, ...] = ()
+    index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    candidates: np.ndarray | None = None  # flat positions that may be required; None: all
+    _hazard_key: object = field(default=None, repr=False)
+    _hazard_kept: np.ndarray | None = field(default=None, repr=False)
+    _backlog: np.ndarray | None = field(default=None, repr=False)  # pending.sum(axis=1)
+    _spare: np.ndarray | None = field(default=None, repr=False)  # buffer for the next pending
 
     @classmethod
-    def empty(cls, runs: int, shape: tuple[int, ...]) -> LicenceQueue:
-        return cls(np.zeros((runs, *shape)), np.zeros((runs, MAX_AGE, *shape)))
+    def empty(cls, runs: int, shape: tuple[int, ...], policy=None, stage: str | None = None,
+              channels: np.ndarray | None = None) -> LicenceQueue:
+        """A queue with nothing licensed or pending.
+
+        ``channels`` (a mask of ``shape``), or ``policy`` and ``stage`` (see
+        :func:`licence_channels`), name the channels that can ever need a licence; requiring
+        any other channel is an error.
+        """
+        shape = tuple(int(d) for d in shape)
+        if channels is None and stage is not None:
+            channels = licence_channels(policy, stage, shape)
+        candidates = None
+        if channels is not None:
+            candidates = np.flatnonzero(np.broadcast_to(np.asarray(channels, dtype=bool), shape))
+        return cls(np.zeros((runs, 0)), np.zeros((runs, MAX_AGE, 0)), shape,
+                   candidates=candidates)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    # -- moving between full arrays [..., *shape] and kept channels [..., N] ---------------
+    def _flat(self, values, lead: int) -> np.ndarray:
+        """An array that broadcasts to [*lead dims, *shape], as [*lead dims, size]."""
+        arr = np.asarray(values)
+        nd = len(self.shape)
+        lead_shape = arr.shape[:max(arr.ndim - nd, 0)]
+        if len(lead_shape) < lead:
+            lead_shape = (1,) * (lead - len(lead_shape)) + lead_shape
+        if arr.ndim < nd or arr.shape[arr.ndim - nd:] != self.shape:
+            arr = np.broadcast_to(arr, lead_shape + self.shape)
+        return arr.reshape(lead_shape + (self.size,))
+
+    def _keep(self, values, lead: int = 1) -> np.ndarray:
+        """The kept channels [*lead dims, N] of an array that broadcasts to [*lead, *shape]."""
+        return np.take(self._flat(values, lead), self.index, axis=-1)
+
+    def _full(self, kept: np.ndarray, fill: float) -> np.ndarray:
+        """Scatter kept channels [R, N] back to a full array [R, *shape] filled with ``fill``."""
+        out = np.zeros((kept.shape[0], self.size)) if fill == 0.0 else np.full(
+            (kept.shape[0], self.size), fill)
+        out[:, self.index] = kept
+        return out.reshape(kept.shape[:1] + self.shape)
+
+    def _admit(self, required) -> None:
+        """Give state to channels required for the first time (rarely more than once a run)."""
+        flat = self._flat(required, 1).astype(bool, copy=False)
+        scan = flat if self.candidates is None else np.take(flat, self.candidates, axis=-1)
+        hit = scan.any(axis=tuple(range(scan.ndim - 1)))
+        now = np.flatnonzero(hit) if self.candidates is None else self.candidates[hit]
+        if self.candidates is not None and self.size:
+            outside = flat.any(axis=tuple(range(flat.ndim - 1)))
+            outside[self.candidates] = False
+            if outside.any():
+                raise ValueError("a channel outside the queue's candidate channels is required")
+        new = np.setdiff1d(now, self.index, assume_unique=True)
+        if not len(new):
+            return
+        index = np.union1d(self.index, new)
+        at = np.searchsorted(index, self.index)
+        runs = self.licensed.shape[0]
+        licensed = np.zeros((runs, len(index)))
+        licensed[:, at] = self.licensed
+        pending = np.zeros((runs, MAX_AGE, len(index)))
+        pending[:, :, at] = self.pending
+        if self._backlog is not None:
+            backlog = np.zeros((runs, len(index)))
+            backlog[:, at] = self._backlog
+            self._backlog = backlog
+        self.licensed, self.pending, self.index = licensed, pending, index
+        self._spare = None
+        self._hazard_key = self._hazard_kept = None
+
+    def _hazards(self, hazards: np.ndarray) -> np.ndarray:
+        """Kept channels [MAX_AGE, N] of the hazards (cached for the same read-only array)."""
+        if hazards is self._hazard_key:
+            return self._hazard_kept
+        kept = self._keep(hazards, 1)
+        if isinstance(hazards, np.ndarray) and not hazards.flags.writeable:
+            self._hazard_key, self._hazard_kept = hazards, kept  # review_hazards' cached arrays
+        return kept
 
     def allowed_share(self, requested: np.ndarray, required: np.ndarray,
                       leakage: np.ndarray) -> np.ndarray:
         """Share of the requested flow that may ship this month (1 where no licence is needed)."""
+        self._admit(required)
+        runs = np.shape(requested)[0]
+        if not len(self.index):
+            return np.ones((runs, *self.shape))
+        requested = self._keep(requested)
+        required = self._keep(required)
+        leakage = self._keep(leakage)
         licensed = np.minimum(self.licensed, requested)
         ship = licensed + leakage * np.maximum(requested - self.licensed, 0.0)
         share = np.divide(ship, requested, out=np.ones_like(requested), where=requested > _EPS)
         # nothing is licensed yet where nothing was requested: ship what the licences cover
         share = np.where(requested > _EPS, share, np.where(self.licensed > _EPS, 1.0, leakage))
-        return np.where(required, np.clip(share, 0.0, 1.0), 1.0)
+        return self._full(np.where(required, np.clip(share, 0.0, 1.0), 1.0), 1.0)
 
     def step(
         self,
@@ -99,42 +244,70 @@ class LicenceQueue:
         licensed flow that can ship this same month (a decision inside the month counts).
         ``requested`` [R, *shape]; ``required``, ``approval``, ``validity_months`` broadcast to
         it; ``hazards`` [MAX_AGE, *shape]; ``capacity`` per exporter (t/month of decisions).
+        Statistics: ``applications``, ``approved``, ``denied``, ``backlog`` [R, *shape], the
+        same summed over all axes but the destination's (the one after ``exporter_axis``) as
+        ``<name>_by_destination`` [R, C], and ``median_wait_days`` [R].
         """
-        validity = np.maximum(validity_months, 1.0)
+        self._admit(required)
+        runs = np.shape(requested)[0]
+        if not len(self.index):
+            n_dest = self.shape[exporter_axis % len(self.shape)]
+            keys = ("applications", "approved", "denied", "backlog")
+            return {**{k: np.zeros((runs, *self.shape)) for k in keys},
+                    **{f"{k}_by_destination": np.zeros((runs, n_dest)) for k in keys},
+                    "median_wait_days": np.full(runs, np.nan)}
+        requested = self._keep(requested)
+        required = self._keep(required)
+        approval = self._keep(approval)
+        hazards = self._hazards(hazards)
+        validity = np.maximum(self._keep(validity_months), 1.0)
+        pending = self.pending
         self.licensed = np.where(required, self.licensed * (1.0 - 1.0 / validity), 0.0)
         req = np.where(required, requested, 0.0)
-        in_review = self.pending.sum(axis=1)
+        in_review = self._backlog if self._backlog is not None else pending.sum(axis=1)
         applications = np.maximum(req - self.licensed - in_review, 0.0) * required
-        self.pending[:, 0] += applications
-        decided_by_age = self.pending * hazards[None]
+        pending[:, 0] += applications
+        decided_by_age = pending * hazards[None]
         decided = decided_by_age.sum(axis=1)
         if np.isfinite(np.asarray(capacity)).any():
-            axes = tuple(i for i in range(decided.ndim) if i not in (0, exporter_axis))
-            total = decided.sum(axis=axes, keepdims=True)
-            cap = np.reshape(capacity, (1, -1) + (1,) * (decided.ndim - 2))
+            exporters = np.unravel_index(self.index, self.shape)[exporter_axis - 1]
+            n_x = self.shape[exporter_axis - 1]
+            onehot = np.zeros((len(self.index), n_x))
+            onehot[np.arange(len(self.index)), exporters] = 1.0
+            total = decided @ onehot  # [R, X]
+            cap = np.broadcast_to(np.asarray(capacity, dtype=float), (n_x,))[None]
             scale = np.minimum(1.0, np.divide(cap, total, out=np.ones_like(total),
-                                              where=total > _EPS))
-            decided_by_age = decided_by_age * scale[:, None]
+                                              where=total > _EPS))[:, exporters]
+            decided_by_age *= scale[:, None]
             decided = decided * scale
-        ages = np.arange(MAX_AGE).reshape((1, MAX_AGE) + (1,) * (decided.ndim - 1))
-        wait_days = _weighted_median_age(decided_by_age, ages) * DAYS_PER_MONTH
-        self.pending -= decided_by_age
-        # age the pipeline by one month; the oldest bucket was fully decided (hazard 1)
-        self.pending[:, 1:] = self.pending[:, :-1].copy()
-        self.pending[:, 0] = 0.0
+        wait_days = _weighted_median_age(decided_by_age) * DAYS_PER_MONTH
+        # what stays in review, aged by one month (into the spare buffer, in one pass); the
+        # oldest bucket was fully decided (hazard 1)
+        aged = self._spare if self._spare is not None else np.empty_like(pending)
+        np.subtract(pending[:, :-1], decided_by_age[:, :-1], out=aged[:, 1:])
+        aged[:, 0] = 0.0
+        self.pending, self._spare = aged, pending
+        self._backlog = aged.sum(axis=1)
         approved = decided * approval
         denied = decided - approved
         self.licensed = np.where(required, self.licensed + approved, 0.0)
+        out = {"applications": applications, "approved": approved, "denied": denied,
+               "backlog": self._backlog}
+        # per destination (summed over exporters and products), from the kept channels only
+        dest_axis = exporter_axis % len(self.shape)  # the axis after the exporter's
+        dest = np.unravel_index(self.index, self.shape)[dest_axis]
+        onehot = np.zeros((len(self.index), self.shape[dest_axis]))
+        onehot[np.arange(len(self.index)), dest] = 1.0
         return {
-            "applications": applications, "approved": approved, "denied": denied,
-            "backlog": self.pending.sum(axis=1), "median_wait_days": wait_days,
+            **{k: self._full(v, 0.0) for k, v in out.items()},
+            **{f"{k}_by_destination": v @ onehot for k, v in out.items()},
+            "median_wait_days": wait_days,
         }
 
 
-def _weighted_median_age(mass: np.ndarray, ages: np.ndarray) -> np.ndarray:
+def _weighted_median_age(mass: np.ndarray) -> np.ndarray:
     """Median of decision ages (months, bucket midpoints), over all channels, per run [R]."""
-    runs = mass.shape[0]
-    by_age = mass.reshape(runs, MAX_AGE, -1).sum(axis=2)  # [R, MAX_AGE]
+    by_age = mass.sum(axis=2)  # [R, MAX_AGE]
     total = by_age.sum(axis=1, keepdims=True)
     cum = np.cumsum(by_age, axis=1)
     idx = (cum < 0.5 * total).sum(axis=1)

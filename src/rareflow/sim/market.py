@@ -25,15 +25,31 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > _EPS)
 
 
+def _sum_buyers(a: np.ndarray) -> np.ndarray:
+    """``a.sum(axis=2)`` of an [R,X,C,K] array (einsum is several times faster here)."""
+    return np.einsum("rxck->rxk", a)
+
+
+def _nonzero_den(den: np.ndarray) -> np.ndarray:
+    """``den`` with its values at or below ``_EPS`` replaced by infinity.
+
+    ``x / _nonzero_den(d)`` equals ``_safe_div(x, d)`` bit for bit for finite ``x`` (x / inf is
+    zero) without a masked division over the large array.
+    """
+    return np.where(den > _EPS, den, np.inf)
+
+
 def _foreign_requests(
-    unmet: np.ndarray, weights: np.ndarray
+    unmet: np.ndarray, weights: np.ndarray, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Split each buyer's unmet need over suppliers.
 
-    unmet [R,C,K]; weights [R,X,C,K] (zero on the diagonal) -> requests [R,X,C,K].
+    unmet [R,C,K]; weights [R,X,C,K] (zero on the diagonal) -> requests [R,X,C,K] (written to
+    ``out`` if given, which may be ``weights``).
     """
-    share = _safe_div(weights, weights.sum(axis=1, keepdims=True))
-    return unmet[:, None, :, :] * share
+    share = np.divide(weights, _nonzero_den(weights.sum(axis=1, keepdims=True)), out=out)
+    share *= unmet[:, None, :, :]
+    return share
 
 
 def _serve(
@@ -41,21 +57,30 @@ def _serve(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fill home [R,X,K] and foreign [R,X,C,K] requests from supply [R,X,K].
 
-    Returns (home_filled [R,X,K], foreign_filled [R,X,C,K]).
+    Returns (home_filled [R,X,K], foreign_filled [R,X,C,K]). ``foreign`` may be overwritten.
     """
-    foreign_total = foreign.sum(axis=2)
+    foreign_total = _sum_buyers(foreign)
     # pro-rata: one ratio for everyone
-    ratio = np.minimum(1.0, _safe_div(supply, home + foreign_total))
-    ratio = np.where(home + foreign_total > _EPS, ratio, 0.0)
-    home_pr = home * ratio
-    foreign_pr = foreign * ratio[:, :, None, :]
+    asked = home + foreign_total
+    ratio = np.minimum(1.0, _safe_div(supply, asked))
+    ratio = np.where(asked > _EPS, ratio, 0.0)
     # home first: home takes what it can, foreign shares the rest
     home_hf = np.minimum(home, supply)
     left = supply - home_hf
     ratio_f = np.minimum(1.0, _safe_div(left, foreign_total))
-    foreign_hf = foreign * ratio_f[:, :, None, :]
     hf = home_first[None, :, None]
-    return np.where(hf, home_hf, home_pr), np.where(hf[..., None], foreign_hf, foreign_pr)
+    # choose each seller's ratio on the small [R,X,K] arrays, then scale the requests once
+    foreign *= np.where(hf, ratio_f, ratio)[:, :, None, :]
+    return np.where(hf, home_hf, home * ratio), foreign
+
+
+def _run_invariant(allowed: np.ndarray) -> np.ndarray | None:
+    """The [X,C,K] array behind ``allowed`` when it is the same for every run, else None."""
+    if allowed.ndim == 3:
+        return allowed
+    if allowed.strides[0] == 0 or allowed.shape[0] == 1:
+        return allowed[0]
+    return None
 
 
 def allocate(
@@ -88,33 +113,51 @@ def allocate(
         Tonnes shipped from x to c, home deliveries on the diagonal. Never exceeds supply or need.
     requested : ndarray [R, X, C, K]
         Foreign requests placed (both rounds), before export controls, for the switching rule.
+
+    Notes
+    -----
+    Written for speed over the large [R, X, C, K] arrays (few passes, in-place updates, masks
+    built once per month where ``allowed`` is the same for every run); it computes the same
+    numbers, operation for operation, as the plain formulation in docs/model.md.
     """
-    n = supply.shape[1]
+    r, n, k = supply.shape
     eye = np.eye(n, dtype=bool)
-    allowed = np.broadcast_to(allowed, (supply.shape[0], n, n, supply.shape[2]))
-    open_route = (allowed > _EPS) & ~eye[None, :, :, None]
-    weights = preference[..., None] * open_route
-    flow = np.zeros((supply.shape[0], n, n, supply.shape[2]))
-    idx = np.arange(n)
+    allowed = np.asarray(allowed)
+    base = _run_invariant(allowed)
+    if base is not None:  # masks once for all runs
+        open_route = (base > _EPS)[None]
+        fully_open = (base >= 1.0 - 1e-9)[None]
+        all_open = bool(fully_open.all())
+        allowed = base[None]
+    else:
+        open_route = allowed > _EPS
+        fully_open = allowed >= 1.0 - 1e-9
+        all_open = False
+    pref = preference * ~eye[None]  # the diagonal is never a foreign supplier
+    weights = np.repeat(pref[..., None], k, axis=3)
+    weights *= open_route
     # Round 1: foreign requests only for what home supply cannot cover at all; only the allowed
     # share of each request may ship.
     unmet_if_home = np.maximum(need - supply, 0.0)
     asked = _foreign_requests(unmet_if_home, weights)
-    home_fill, foreign_fill = _serve(supply, need, asked * allowed, home_first)
-    flow += foreign_fill
-    flow[:, idx, idx, :] += home_fill
-    remaining_supply = supply - home_fill - foreign_fill.sum(axis=2)
-    remaining_need = need - home_fill - foreign_fill.sum(axis=1)
+    home_fill, flow = _serve(supply, need, asked.copy() if all_open else asked * allowed,
+                             home_first)
+    remaining_supply = supply - home_fill - _sum_buyers(flow)
+    remaining_need = need - home_fill - flow.sum(axis=1)
     # Round 2: what buyers still lack, from their usual foreign suppliers that have supply left
     # on fully open routes. New suppliers are reached only through switch_preferences.
     spare = np.maximum(remaining_supply, 0.0)
     lack = np.maximum(remaining_need, 0.0)
-    fully_open = allowed >= 1.0 - 1e-9
-    weights2 = weights * (spare[:, :, None, :] > _EPS) * fully_open
-    asked2 = _foreign_requests(lack, weights2)
-    ratio = np.minimum(1.0, _safe_div(spare, asked2.sum(axis=2)))
+    usable = (spare[:, :, None, :] > _EPS) & fully_open
+    weights *= usable
+    asked2 = _foreign_requests(lack, weights, out=weights)
+    ratio = np.minimum(1.0, _safe_div(spare, _sum_buyers(asked2)))
     flow += asked2 * ratio[:, :, None, :]
-    return np.maximum(flow, 0.0), asked + asked2
+    idx = np.arange(n)
+    flow[:, idx, idx, :] += home_fill  # no foreign flow on the diagonal
+    np.maximum(flow, 0.0, out=flow)
+    asked += asked2
+    return flow, asked
 
 
 def switch_preferences(
