@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from rareflow.compile import compile_scenario, resolve_rules
+from rareflow.compile_responses import ResponseDataError, compile_responses
 from rareflow.data import Dataset
 from rareflow.policy.check import ItemInfo, Shipment, check_shipment
 from rareflow.policy.rules import rules_from_table
@@ -71,13 +72,18 @@ def simulate(
         raise ScenarioError(scenario.name, [f"runs (value {runs}): must be at least 1"])
     keep = runs <= KEEP_RUNS if keep is None else keep
     network, controls = compile_scenario(dataset, scenario)
+    try:
+        responses = compile_responses(dataset, scenario, network)
+    except ResponseDataError as exc:
+        raise ScenarioError(scenario.name, [str(exc)]) from None
     attrs = {"scenario": scenario.name, "seed": seed, "start": scenario.start,
              "end": scenario.end, "base_year": scenario.base_year,
              "description": " ".join(scenario.description.split()),
              "scenario_json": scenario.model_dump_json(),
              "sector_grade": json.dumps({
                  s: network.grades[g] for s, g in zip(network.sectors, network.sector_grade,
-                                                      strict=True) if g >= 0})}
+                                                      strict=True) if g >= 0}),
+             "blocs": json.dumps(_blocs(dataset, network))}
     capacity = np.stack([network.mine_capacity, network.sep_capacity, network.magnet_capacity],
                         axis=1)
     n_months = len(network.months)
@@ -86,10 +92,11 @@ def simulate(
 
     def simulate_batch(params, n):
         raw = simulate_arrays(network, controls, runs=n, detail=detail, params=params,
+                              responses=responses,
                               progress=(lambda d, t: progress(done_before[0] + d * n, total))
                               if progress else None)
         done_before[0] += n_months * n
-        result = Result(to_dataset(network, raw, attrs, capacity))
+        result = Result(to_dataset(network, raw, attrs, capacity, responses))
         extra = {"__balance": raw["balance_error"].max(axis=(1, 2)),
                  "__min_stock": raw["min_stock"].min(axis=1)}
         return result.series(), {**result.headline(), **extra}, (result.data if keep else None)
@@ -110,6 +117,24 @@ def simulate(
     return Result(data, series=series, headline=headline, checks=checks, attrs=attrs,
                   months=list(network.months), parameters=(labels, values),
                   thresholds=scenario.uncertain.thresholds)
+
+
+#: Blocs whose self-sufficiency the summary reports (issue 5): bloc label -> countries.csv bloc
+#: tag or country code.
+SELF_SUFFICIENCY_BLOCS = {"US": "USA", "EU": "EU", "Japan": "JPN"}
+
+
+def _blocs(dataset: Dataset, network) -> dict[str, list[str]]:
+    """Members of each reported bloc among the network's countries (Japan is inside ROW when
+    the base year's data do not model it separately: the bloc is then left out)."""
+    out = {}
+    for label, tag in SELF_SUFFICIENCY_BLOCS.items():
+        members = [row["iso3"] for _, row in dataset.countries.iterrows()
+                   if row["iso3"] == tag or tag in (row["blocs"] or [])]
+        members = [c for c in members if c in network.countries]
+        if members:
+            out[label] = members
+    return out
 
 
 def check(shipment: Shipment, dataset: Dataset, scenario: Scenario | None = None) -> dict:

@@ -341,6 +341,25 @@ def _print_summary(summary: dict) -> None:
     view.add_row("value at risk (US$)", f"{head['value_at_risk_usd']['p50']:,.0f}")
     view.add_row("total shortfall (t)", f"{head['shortfall_total_t']['p50']:,.0f}")
     view.add_row("first shortfall month", "none" if first is None else months[first])
+    recover = head.get("time_to_recover_months", {}).get("p50")
+    if recover is not None and first is not None:
+        censored = recover >= len(months) - first
+        view.add_row("time to recover (months)",
+                     f"{recover:,.0f}+ (still short at the end)" if censored
+                     else f"{recover:,.0f}")
+    for key, label in (("policy_cost_usd_total", "government spending (US$)"),
+                       ("investment_usd_total", "capital committed (US$)"),
+                       ("recycled_t_total", "recycled (t REO)"),
+                       ("residue_t_total", "residue of new separation (t)")):
+        if key in head and head[key]["p50"] is not None:
+            view.add_row(label, f"{head[key]['p50']:,.0f}")
+    for key, bands in head.items():
+        if key.startswith("new_capacity_t_per_year.") and (bands["p50"] or 0) > 0:
+            view.add_row(f"new {key.split('.', 1)[1]} capacity (t/yr)", f"{bands['p50']:,.0f}")
+        if key.startswith("trigger_fired_month."):
+            month = bands["p50"]
+            view.add_row(f"trigger {key.split('.', 1)[1]}",
+                         "not fired" if month is None else f"fired {months[int(month)]}")
     out.print(view)
     series = summary["series"]
     years = sorted({m[:4] for m in months})

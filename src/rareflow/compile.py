@@ -78,6 +78,7 @@ class _Builder:
         self.months = scenario.months
         self.base = scenario.base_year
         self.notes: dict[str, str] = {}
+        self.uncertain_pipeline: dict[str, np.ndarray] = {}
         el = dataset.elements.sort_values("atomic_number")
         self.elements = [*el["symbol"].tolist(), OTHER]
         self.heavy = np.array([*(el["group"] == "heavy").tolist(), False])
@@ -239,7 +240,12 @@ class _Builder:
 
     def _add_pipeline(self, cap: np.ndarray, stage: str, ndpr: np.ndarray | None,
                       recovery: float) -> None:
-        """Add new facilities' capacity [unit of ``cap`` per month] along their ramp-up."""
+        """Add new facilities' capacity [unit of ``cap`` per month] along their ramp-up.
+
+        The part from projects outside China that are not yet operating is also kept in
+        ``self.uncertain_pipeline[stage]``, where per-run delays and completion shares act.
+        """
+        uncertain = np.zeros_like(cap)
         for _, f in self._pipeline(stage).iterrows():
             ci = self.c[f["country"]]
             annual = self._in_country_unit(f, stage, None if ndpr is None else ndpr[ci],
@@ -248,6 +254,9 @@ class _Builder:
                 continue
             ramp = _ramp(self.months, int(f["start_year"]), self._ramp_years(f))
             cap[:, ci] += annual / 12.0 * ramp
+            if f["status"] != "operating" and f["country"] != CHINA:
+                uncertain[:, ci] += annual / 12.0 * ramp
+        self.uncertain_pipeline[stage] = uncertain
 
     def sep_heavy(self) -> np.ndarray:
         fac = self.facilities
@@ -666,6 +675,9 @@ def compile_scenario(dataset: Dataset, scenario: Scenario) -> tuple[Network, Con
         unit_value_usd=unit_value, item_elements=item_weights, base_price=base_price,
         price_elasticity=scenario.settings.price_elasticity, price_smoothing=PRICE_SMOOTHING,
         notes=b.notes,
+        pipeline_capacity=np.stack([
+            np.minimum(b.uncertain_pipeline[stage], cap) for stage, cap in
+            (("mining", mine_cap), ("separation", sep_cap), ("magnet", mag_cap))]),
     )
     return network, _controls(b, network, scenario)
 

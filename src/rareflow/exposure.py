@@ -340,11 +340,14 @@ def _bands(values: np.ndarray) -> dict:
 
 
 def _reference_run(dataset: Dataset, scenario: Scenario, result):
-    """The scenario without its events and export controls, run for run with the same sampled
-    parameters: the volumes each route would usually carry."""
+    """The scenario without its events, export controls and triggers, run for run with the same
+    sampled parameters: the volumes each route would usually carry."""
     from rareflow.scenario import Policies
 
-    undisrupted = scenario.model_copy(update={"events": [], "policies": Policies()})
+    update = {"events": [], "policies": Policies()}
+    if scenario.responses is not None:
+        update["responses"] = scenario.responses.model_copy(update={"triggers": []})
+    undisrupted = scenario.model_copy(update=update)
     labels, values = result.parameters
     return simulate(dataset, undisrupted, runs=result.runs, detail=True, keep=True,
                     parameter_values=values if labels else None)

@@ -28,8 +28,12 @@ SHORTFALL_THRESHOLD = 1e-4
 
 
 def to_dataset(network: Network, raw: dict[str, np.ndarray], attrs: dict,
-               capacity: np.ndarray | None = None) -> xr.Dataset:
-    """Wrap the kernel's arrays with coordinates and units."""
+               capacity: np.ndarray | None = None, responses=None) -> xr.Dataset:
+    """Wrap the kernel's arrays with coordinates and units.
+
+    ``responses`` (a :class:`rareflow.sim.responses.ResponseInputs`) names the stockpile
+    holders, substitution options and triggers of the responses model's variables.
+    """
     net = network
     runs = raw["production"].shape[0]
     coords = {
@@ -92,9 +96,126 @@ def to_dataset(network: Network, raw: dict[str, np.ndarray], attrs: dict,
         data["capacity"] = (("month", "capacity_stage", "country"), capacity,
                             {"units": "t per month: REO feed (mining, separation), magnet"})
         coords["capacity_stage"] = ["mining", "separation", "magnet"]
+    if "capacity_run" in raw:
+        data.update(_response_variables(network, raw, responses, coords))
     coords["balance"] = ["concentrate", "separation", "refined", "magnet", "users"]
     coords["licence_stat"] = list(LICENCE_STATS)
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _response_variables(net: Network, raw: dict, responses, coords: dict) -> dict:
+    """The responses model's variables (see docs/results.md)."""
+    from rareflow.sim.responses import POLICY_COSTS
+
+    coords["capacity_stage"] = ["mining", "separation", "magnet"]
+    coords["policy_cost_kind"] = list(POLICY_COSTS)
+    coords["recycling"] = ["recovered", "added_supply"]
+    coords["holder"] = list(responses.sp_ids)
+    coords["residue_kind"] = ["residue_t", "thorium_kg"]
+    coords["option"] = [f"{net.sectors[s]}:{'magnet' if e < 0 else net.elements[e]}:{k}"
+                        for k, (s, e) in enumerate(zip(responses.opt_sector,
+                                                       responses.opt_element, strict=True))]
+    out = {
+        "capacity_run": (("run", "month", "capacity_stage", "country"), raw["capacity_run"],
+                         {"units": "t per month in use (new capacity and shutdowns "
+                                   "included): REO (mining, separation feed), magnet"}),
+        "capacity_new": (("run", "month", "capacity_stage", "country"), raw["capacity_new"],
+                         {"units": "t per month of capacity decided inside the model"}),
+        "policy_cost": (("run", "month", "policy_cost_kind"), raw["policy_cost"],
+                        {"units": "US$ per month paid by governments"}),
+        "recycled": (("run", "month", "recycling"), raw["recycled"],
+                     {"units": "t REO per month from end-of-life magnets"}),
+        "recycled_by_country": (("run", "month", "country"), raw["recycled_by_country"],
+                                {"units": "t REO per month recovered from the country's "
+                                          "end-of-life magnets"}),
+        "investment": (("run", "month"), raw["investment"],
+                       {"units": "US$ of capital committed to new capacity that month"}),
+        "stockpile_level": (("run", "month", "holder"), raw["stockpile_level"],
+                            {"units": "t (magnet or oxide, as the holder's item)"}),
+        "adoption": (("run", "month", "market", "option"), raw["adoption"],
+                     {"units": "share of the sector that adopted the option"}),
+        "demand_factor": (("run", "month", "market"), raw["demand_factor"],
+                          {"units": "magnet need after price response / before [-]"}),
+        "residue": (("run", "month", "residue_kind"), raw["residue"],
+                    {"units": "per month, from new separation capacity: t solid residue, "
+                              "kg thorium"}),
+    }
+    if "trigger_fired_month" in raw:
+        coords["trigger"] = list(responses.triggers.ids)
+        out["trigger_fired_month"] = (("run", "trigger"), raw["trigger_fired_month"],
+                                      {"units": "month index the trigger fired (NaN: never)"})
+    return out
+
+
+def _time_to_recover(short: np.ndarray, need: np.ndarray, first: float) -> float:
+    """Months from the first short month to the end of the last short spell (0 if never
+    short); a run still short at the end is censored at the horizon (months left)."""
+    from rareflow.metrics import time_to_recover
+
+    if np.isnan(first):
+        return 0.0
+    start = int(first)
+    months = time_to_recover(short, need, start, threshold=SHORTFALL_THRESHOLD)
+    return float(len(short) - start) if np.isinf(months) else months
+
+
+def _response_series(d: xr.Dataset, attrs: dict) -> dict[str, np.ndarray]:
+    """Series of the responses model (docs/results.md)."""
+    out: dict[str, np.ndarray] = {}
+    cost = d["policy_cost"]
+    out["policy_cost_usd"] = cost.sum("policy_cost_kind").values
+    for kind in cost["policy_cost_kind"].values:
+        out[f"policy_cost_usd.{kind}"] = cost.sel(policy_cost_kind=kind).values
+        out[f"policy_cost_usd_cumulative.{kind}"] = np.cumsum(
+            out[f"policy_cost_usd.{kind}"], axis=1)
+    out["recycled_t"] = d["recycled"].sel(recycling="recovered").values
+    out["residue_t"] = d["residue"].sel(residue_kind="residue_t").values
+    for holder in d["holder"].values:
+        out[f"stockpile_t.{holder}"] = d["stockpile_level"].sel(holder=holder).values
+    for market in MARKETS:
+        out[f"demand_factor.{market}"] = d["demand_factor"].sel(market=market).values
+    cap = d["capacity_run"]
+    outside = [c for c in cap["country"].values if c != CHINA]
+    for stage in cap["capacity_stage"].values:
+        out[f"capacity_t.{stage}.outside_china"] = cap.sel(
+            capacity_stage=stage, country=outside).sum("country").values
+        for code in cap["country"].values:
+            series = cap.sel(capacity_stage=stage, country=code).values
+            if np.any(series > 0):
+                out[f"capacity_t.{stage}.{code}"] = series
+    blocs = json.loads(attrs.get("blocs", "{}"))
+    sector_grade = json.loads(attrs.get("sector_grade", "{}"))
+    reo_per_t = d["grade_content"].sum("element")
+    need = d["need"]
+    magnet_sectors = [s for s in need["sector"].values if s in sector_grade]
+    other_sectors = [s for s in need["sector"].values if s not in sector_grade]
+    for bloc, members in blocs.items():
+        members = [c for c in members if c in need["country"].values]
+        if not members:
+            continue
+        bloc_need = need.sel(country=members).sum("country")
+        magnet_need = bloc_need.sel(sector=magnet_sectors)
+        reo_need = sum(magnet_need.sel(sector=s).values * float(
+            reo_per_t.sel(grade=sector_grade[s])) for s in magnet_sectors)
+        reo_need = reo_need + bloc_need.sel(sector=other_sectors).sum("sector").values
+        made = d["production"].sel(country=members).sum("country")
+        for stage, demand in (("mining", reo_need), ("separation", reo_need),
+                              ("magnet", magnet_need.sum("sector").values)):
+            supply = made.sel(stage=stage).values
+            out[f"self_sufficiency.{bloc}.{stage}"] = np.divide(
+                supply, demand, out=np.zeros_like(supply), where=demand > 0)
+        if bloc == "EU":
+            trade = d["trade"].sel(trade_stage="refined", importer=members).sum("importer")
+            outside = [c for c in trade["exporter"].values if c not in members]
+            imports = trade.sel(exporter=outside)
+            total = imports.sum("exporter").values
+            largest = imports.max("exporter").values
+            out["crma.largest_supplier_share.refined"] = np.divide(
+                largest, total, out=np.zeros_like(total), where=total > 0)
+            recycled = d["recycled_by_country"].sel(country=members).sum("country").values
+            out["crma.recycling_share"] = np.divide(
+                recycled, reo_need, out=np.zeros_like(recycled), where=reo_need > 0)
+    return out
 
 
 def _bands(values: np.ndarray) -> dict[str, list[float]]:
@@ -196,6 +317,8 @@ class Result:
             out[f"production_t.{stage}"] = world
             out[f"china_share.{stage}"] = np.divide(
                 china, world, out=np.zeros_like(world), where=world > 0)
+        if "capacity_run" in d:
+            out.update(_response_series(d, self.attrs))
         return out
 
     def headline(self) -> dict[str, np.ndarray]:
@@ -209,12 +332,33 @@ class Result:
         need = d["need"].sum(("country", "sector")).values
         is_short = short > SHORTFALL_THRESHOLD * np.maximum(need, 1e-9)
         first = np.where(is_short.any(axis=1), is_short.argmax(axis=1).astype(float), np.nan)
-        return {
+        recover = np.array([_time_to_recover(short[r], need[r], first[r])
+                            for r in range(short.shape[0])])
+        out = {
             "units_not_built_total": units,
             "value_at_risk_usd": value,
             "first_shortfall_month": first,
             "shortfall_total_t": short.sum(axis=1),
+            "time_to_recover_months": recover,
         }
+        if "capacity_run" in d:
+            out["policy_cost_usd_total"] = d["policy_cost"].sum(
+                ("month", "policy_cost_kind")).values
+            out["investment_usd_total"] = d["investment"].sum("month").values
+            out["recycled_t_total"] = d["recycled"].sel(recycling="recovered").sum(
+                "month").values
+            out["residue_t_total"] = d["residue"].sel(residue_kind="residue_t").sum(
+                "month").values
+            out["thorium_kg_total"] = d["residue"].sel(residue_kind="thorium_kg").sum(
+                "month").values
+            for stage in d["capacity_stage"].values:
+                out[f"new_capacity_t_per_year.{stage}"] = 12.0 * d["capacity_new"].sel(
+                    capacity_stage=stage).isel(month=-1).sum("country").values
+            if "trigger_fired_month" in d:
+                for trig in d["trigger"].values:
+                    out[f"trigger_fired_month.{trig}"] = d["trigger_fired_month"].sel(
+                        trigger=trig).values
+        return out
 
     def checks(self) -> dict[str, float]:
         if self._checks is not None:

@@ -22,6 +22,7 @@ from rareflow.data import Dataset
 from rareflow.dims import WORLD
 from rareflow.ensemble import Uncertainties
 from rareflow.error_lines import validation_lines
+from rareflow.response_spec import Responses, check_responses
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -239,6 +240,9 @@ class Scenario(_Strict):
     policies: Policies = Field(default_factory=Policies)
     settings: Settings = Field(default_factory=Settings)
     uncertain: Uncertainties = Field(default_factory=Uncertainties)
+    responses: Responses | None = Field(
+        default=None, description="Market and policy responses (docs/model.md, Responses); "
+        "without the block the kernel runs the shock alone.")
 
     @field_validator("start", "end")
     @classmethod
@@ -359,6 +363,8 @@ def check_scenario(scenario: Scenario, dataset: Dataset) -> list[str]:
             need(f"{where}.country", event.country, countries, "country code")
             need(f"{where}.item", event.item, magnets, "magnet item code")
     errors += _check_policies(scenario, dataset)
+    if scenario.responses is not None:
+        errors += check_responses(scenario.responses, scenario, dataset)
     known_sources = set(dataset.sources["source_id"])
     for j, source in enumerate(scenario.sources):
         if not source.startswith(("http://", "https://")) and source not in known_sources:

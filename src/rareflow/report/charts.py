@@ -134,6 +134,43 @@ def inventory_chart(data: xr.Dataset, summary: dict) -> go.Figure:
     return _layout(fig, "Stocks along the chain and users' cover (median run)", "t")
 
 
+def response_figures(summary: dict) -> list[tuple[str, str, str, go.Figure]]:
+    """Charts of the responses model (empty when the run had none): capacity in use outside
+    China, government spending, stockpiles and self-sufficiency."""
+    series = summary["series"]
+    if "policy_cost_usd" not in series:
+        return []
+    out = []
+    stages = [s for s in ("mining", "separation", "magnet")
+              if f"capacity_t.{s}.outside_china" in series]
+    out.append(("response-capacity", "Capacity outside China", "Capacity in use outside China "
+                "by stage, with new capacity decided in the model, projects that slip and "
+                "producers that shut down (t per month: REO for mining and separation feed, "
+                "magnet for magnets).",
+                fan_chart(summary, [f"capacity_t.{s}.outside_china" for s in stages], stages,
+                          "Capacity in use outside China", "t per month")))
+    kinds = ("price_floor", "stockpile_purchases", "capital_subsidy")
+    out.append(("response-cost", "Government spending", "What governments have paid since "
+                "the start: price-floor top-ups, stockpile purchases and capital subsidies "
+                "(committed with the capacity they pay for).",
+                fan_chart(summary, [f"policy_cost_usd_cumulative.{k}" for k in kinds],
+                          [k.replace("_", " ") for k in kinds], "Cumulative government "
+                          "spending", "US$")))
+    holders = [k for k in series if k.startswith("stockpile_t.")]
+    if holders:
+        out.append(("response-stockpiles", "Stockpiles", "Level of each stockpile: releases "
+                    "while its country's users run short, purchases while prices are low.",
+                    fan_chart(summary, holders, [h.split(".", 1)[1] for h in holders],
+                              "Stockpile levels", "t")))
+    ratios = [k for k in series if k.startswith("self_sufficiency.")]
+    if ratios:
+        out.append(("response-self-sufficiency", "Self-sufficiency", "Output of each bloc "
+                    "over its own use, by stage (1 = self-sufficient).",
+                    fan_chart(summary, ratios, [r.split(".", 1)[1] for r in ratios],
+                              "Self-sufficiency", "output / use")))
+    return out
+
+
 def capacity_chart(data: xr.Dataset, top: int = 5) -> go.Figure:
     if "capacity" not in data:
         return _layout(go.Figure(), "Capacity (not recorded)", "")

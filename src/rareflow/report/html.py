@@ -101,7 +101,31 @@ def _brief(summary: dict, data: xr.Dataset, runs: int) -> tuple[list[dict], list
                      f"approved, backlog peaking at {backlog.max():,.0f} t in "
                      f"{months[int(np.argmax(backlog))]}, median waits up to "
                      f"{wait.max():.0f} days.")
+    brief += _response_brief(summary)
     return cards, [b for b in brief if b]
+
+
+def _response_brief(summary: dict) -> list[str]:
+    """Lines on the responses model's outcomes: triggers, spending, new capacity, residue."""
+    months, head = summary["months"], summary["headline"]
+    lines = []
+    for name, bands in head.items():
+        if name.startswith("trigger_fired_month."):
+            month = bands["p50"]
+            lines.append(f"Trigger {name.split('.', 1)[1]}: "
+                         + ("did not fire." if month is None
+                            else f"fired in {months[int(month)]} (median run)."))
+    if "policy_cost_usd_total" in head and (head["policy_cost_usd_total"]["p50"] or 0) > 0:
+        lines.append(f"Governments spend US${head['policy_cost_usd_total']['p50']:,.0f} over "
+                     "the horizon (price floors, stockpile purchases, capital subsidies).")
+    built = {k.split(".", 1)[1]: v["p50"] for k, v in head.items()
+             if k.startswith("new_capacity_t_per_year.") and (v["p50"] or 0) > 0}
+    if built:
+        lines.append("Capacity decided in the model and in place at the end: "
+                     + ", ".join(f"{s} {v:,.0f} t/yr" for s, v in built.items())
+                     + f"; residue from new separation {head['residue_t_total']['p50']:,.0f} t "
+                     f"holding {head['thorium_kg_total']['p50']:,.0f} kg of thorium.")
+    return lines
 
 
 def _resilience(data: xr.Dataset, start: int) -> list[dict]:
@@ -224,6 +248,7 @@ def render(data: xr.Dataset, summary: dict, scenario: dict, dataset: Dataset,
          charts.sankey(data, months[min(start + 2, len(months) - 1)])),
         ("map", "Dependence on China", "Share of each modelled country's magnet receipts that "
          "came from China over the run.", charts.dependence_map(data)),
+        *charts.response_figures(summary),
     ]
     chart_blocks = [{"id": cid, "title": title, "caption": caption,
                      "html": fig.to_html(full_html=False, include_plotlyjs=False,

@@ -26,9 +26,11 @@ from collections.abc import Callable
 import numpy as np
 
 from rareflow.policy.licences import LicenceQueue, review_hazards
+from rareflow.policy.triggers import NEVER
 from rareflow.sim.market import allocate, switch_preferences
 from rareflow.sim.network import Controls, Network, RunParameters
 from rareflow.sim.prices import PriceState
+from rareflow.sim.responses import POLICY_COSTS, ResponseInputs, ResponseState
 
 STAGES = ("mining", "separation", "metal", "magnet")
 LICENCE_STATS = ("applications", "approved", "denied", "backlog", "held_back")
@@ -74,13 +76,16 @@ def simulate_arrays(
     progress: Callable[[int, int], None] | None = None,
     detail: bool = False,
     params: RunParameters | None = None,
+    responses: ResponseInputs | None = None,
 ) -> dict[str, np.ndarray]:
     """Run every month for ``runs`` identical-parameter runs; return trajectories.
 
     ``progress(done, total)`` is called after each month (for progress bars). ``detail`` also
     records, per exporter, importer and product, the share of what buyers would have asked
     for with every route open that actually shipped (``magnet_fill``, ``refined_fill``; large:
-    meant for single runs such as a company's exposure analysis).
+    meant for single runs such as a company's exposure analysis). ``responses`` switches on the
+    responses model (:mod:`rareflow.sim.responses`); without it capacities and demand follow the
+    network's exogenous paths.
 
     Returns
     -------
@@ -102,6 +107,11 @@ def simulate_arrays(
     magnet_scale = per_run(params.magnet_capacity_scale, 1.0)
     approval_scale = per_run(params.approval_scale, 1.0)[..., None]
     extra_leak = per_run(params.leakage, 0.0)[..., None]
+    pipeline_shift = (net.pipeline_capacity is not None and (
+        params.pipeline_delay_months is not None or params.pipeline_completion is not None))
+    if pipeline_shift:
+        delay = np.round(per_run(params.pipeline_delay_months, 0.0)[:, 0, 0]).astype(int)
+        completion = per_run(params.pipeline_completion, 1.0)[:, :, 0]  # [R,1]
     t_n, c_n, e_n, g_n, s_n, i_n = (net.shape[k] for k in
                                     ("month", "country", "element", "grade", "sector", "item"))
     idx = np.arange(c_n)
@@ -124,10 +134,15 @@ def simulate_arrays(
     magnet_pref = np.broadcast_to(net.magnet_preference, (r, c_n, c_n)).copy()
     prices = PriceState.start(net, r, params.price_elasticity)
     pol = ctl.policy
-    mag_queue = LicenceQueue.empty(r, (c_n, c_n, g_n))
-    ref_queue = LicenceQueue.empty(r, (c_n, c_n, e_n))
+    mag_queue = LicenceQueue.empty(r, (c_n, c_n, g_n), policy=pol, stage="magnet")
+    ref_queue = LicenceQueue.empty(r, (c_n, c_n, e_n), policy=pol, stage="refined")
     origin_share = np.zeros((r, c_n))  # share of each maker's refined receipts from the actor
     stockpile = np.zeros((r, c_n, g_n))  # magnets bought by governments in the simulation
+    resp = (None if responses is None else ResponseState(
+        responses, r, t_n, net.grade_content, net.sector_grade, c_n, i_n,
+        long_run_elasticity=params.long_run_elasticity))
+    china = np.array([c == "CHN" for c in net.countries])
+    last_consumed = net.magnet_need[0][None] * demand_scale  # users' intake before the start
 
     out = {
         "production": np.zeros((r, t_n, len(STAGES), c_n)),
@@ -146,6 +161,17 @@ def simulate_arrays(
         "held_back": np.zeros((r, t_n, c_n, e_n + g_n)),
         **({"magnet_fill": np.ones((r, t_n, c_n, c_n, g_n)),
             "refined_fill": np.ones((r, t_n, c_n, c_n, e_n))} if detail else {}),
+        **({"capacity_run": np.zeros((r, t_n, 3, c_n)),
+            "capacity_new": np.zeros((r, t_n, 3, c_n)),
+            "policy_cost": np.zeros((r, t_n, len(POLICY_COSTS))),
+            "recycled": np.zeros((r, t_n, 2)),
+            "recycled_by_country": np.zeros((r, t_n, c_n)),
+            "investment": np.zeros((r, t_n)),
+            "stockpile_level": np.zeros((r, t_n, responses.holders)),
+            "adoption": np.zeros((r, t_n, 2, len(responses.opt_sector))),
+            "demand_factor": np.zeros((r, t_n, 2)),
+            "residue": np.zeros((r, t_n, 2)),
+            } if responses is not None else {}),
         "balance_error": np.zeros((r, t_n, 5)),
         "min_stock": np.zeros((r, t_n)),
     }
@@ -154,47 +180,77 @@ def simulate_arrays(
         before = (conc_stock.sum(axis=(1, 2)), refined_stock.sum(axis=(1, 2)),
                   magnet_stock.sum(axis=(1, 2)), user_stock.sum(axis=(1, 2)))
 
+        # 0. this month's capacities (responses: new capacity, shutdowns)
+        if resp is None:
+            mine_cap, sep_cap, mag_cap = (net.mine_capacity[t][None], net.sep_capacity[t][None],
+                                          net.magnet_capacity[t][None])
+        else:
+            mine_cap, sep_cap, mag_cap = resp.capacity(
+                t, (net.mine_capacity[t], net.sep_capacity[t], net.magnet_capacity[t]))
+            need_factor, oxide_factor = resp.need_factors()
+            content = resp.content()
+            rel_m, buy_m, rel_o, buy_o, sp_release, sp_buy = resp.stockpile_actions(
+                t, prices.multiple, g_n, e_n)
+
+        if pipeline_shift:
+            # projects outside China come late (delay) and not all of them (completion)
+            pipe = net.pipeline_capacity
+            late = pipe[:, np.maximum(t - delay, 0)]  # [3, R, C]
+            mine_cap, sep_cap, mag_cap = (
+                cap + completion * late[s] - pipe[s, t][None]
+                for s, cap in enumerate((mine_cap, sep_cap, mag_cap)))
+
         # 1. mining and concentrate shipments
-        mined = net.mine_capacity[t][None, :, None] * net.mine_composition[None] * mine_scale
+        mined = mine_cap[:, :, None] * net.mine_composition[None] * mine_scale
         allowed_c = ctl.allowed_conc[t] if pol is None else ctl.allowed_conc[t] * pol.closed_conc[t]
         shares = conc_shares * allowed_c[None]
         shares[:, idx, idx] += (conc_shares * (1.0 - allowed_c)[None]).sum(axis=2)
         # Countries that cannot separate offer their held concentrate again with new output.
-        no_separation = net.sep_capacity[t] <= _EPS  # [C]
-        offered = mined + conc_stock * no_separation[None, :, None]
-        conc_stock = conc_stock * ~no_separation[None, :, None]
+        no_separation = sep_cap <= _EPS  # [1|R, C]
+        offered = mined + conc_stock * no_separation[:, :, None]
+        conc_stock = conc_stock * ~no_separation[:, :, None]
         ship = offered[:, :, None, :] * shares[..., None]
         conc_stock += ship.sum(axis=1)
 
         # 2. separation
         separable = conc_stock * separable_mask[None]
         feed = separable.sum(axis=2)
-        take_share = np.minimum(1.0, _div(net.sep_capacity[t][None], feed))
+        take_share = np.minimum(1.0, _div(sep_cap, feed))
         take = separable * take_share[..., None]
         conc_stock -= take
         separated = take * net.sep_recovery
         sep_loss = take - separated
         refined_in = separated + net.secondary_supply[t][None]
+        if resp is not None:
+            recycled, recovered = resp.recycle(last_consumed, prices.multiple, content)
+            refined_in = refined_in + recycled + rel_o
         refined_stock += refined_in
-        spare_sep = np.maximum(net.sep_capacity[t][None] - conc_stock.sum(axis=2), 0.0)
+        spare_sep = np.maximum(sep_cap - conc_stock.sum(axis=2), 0.0)
         conc_shares = _shift_exporter_shares(
             conc_shares, net.conc_shares, allowed_c, spare_sep, switching
         )
 
         # 3. magnet requests and the magnet market
         need_s = net.magnet_need[t][None] * demand_scale
+        if resp is not None:
+            need_s = need_s * need_factor
         target = need_s * net.user_cover_months[None, None, :]
         request_s = need_s + np.maximum(target - user_stock, 0.0)
         request_g = request_s @ sector_onehot  # [R,C,G]
         # Government purchases (negative stockpile actions) are extra requests on the market.
         purchase = np.maximum(-ctl.stockpile_to_users[t], 0.0)[None]  # [1,C,G]
         release = np.maximum(ctl.stockpile_to_users[t], 0.0)[None]
+        if resp is not None:
+            purchase, release = purchase + buy_m, release + rel_m
         request_g = request_g + purchase
         total_request = request_g.sum(axis=(1, 2))
         world_mix = _div(request_g.sum(axis=1), total_request[:, None])  # [R,G]
-        supply_g = magnet_stock + (net.magnet_capacity[t][None, :, None] * magnet_scale
+        supply_g = magnet_stock + (mag_cap[:, :, None] * magnet_scale
                                    * world_mix[:, None, :])
         allowed_m = np.broadcast_to(ctl.allowed_magnet[t], (r, c_n, c_n, g_n))
+        if resp is not None and resp.triggers is not None:
+            trig_m = resp.triggers.magnet_multiplier(t)
+            allowed_m = allowed_m if trig_m is None else allowed_m * trig_m
         if pol is not None:
             allowed_m = allowed_m * pol.closed_magnet[t]
             mag_req_lic = _licence_requests(request_g, supply_g, magnet_pref, allowed_m)
@@ -210,12 +266,23 @@ def simulate_arrays(
         planned = plan.sum(axis=2)  # [R,X,G]
         from_stock = np.minimum(magnet_stock, planned)
         to_make = planned - from_stock
-        element_need = np.einsum("rxg,ge->rxe", to_make, net.grade_content)
+        if resp is None:
+            element_need = np.einsum("rxg,ge->rxe", to_make, net.grade_content)
+        else:
+            element_need = np.einsum("rxg,rge->rxe", to_make, content)
 
         # 4. refined elements for makers and for non-magnet users
         oxide_need = net.oxide_need[t][None] * demand_scale
+        if resp is not None:
+            oxide_need = oxide_need * oxide_factor
         refined_need = element_need + oxide_need
+        if resp is not None:
+            refined_need = refined_need + buy_o
         allowed_r = np.broadcast_to(ctl.allowed_refined[t], (r, c_n, c_n, e_n))
+        scenario_r = allowed_r  # before rules and triggers: what "held back" is measured from
+        if resp is not None and resp.triggers is not None:
+            trig_r = resp.triggers.refined_multiplier(t)
+            allowed_r = allowed_r if trig_r is None else allowed_r * trig_r
         if pol is not None:
             allowed_r = allowed_r * pol.closed_refined[t]
             ref_req_lic = _licence_requests(refined_need, refined_stock, refined_pref, allowed_r)
@@ -241,6 +308,10 @@ def simulate_arrays(
         received = rflow.sum(axis=1)  # [R,C,E]
         to_makers = received * _div(element_need, refined_need)
         to_users = received - to_makers
+        bought_o = np.zeros_like(to_users)
+        if resp is not None:
+            bought_o = to_users * _div(buy_o, oxide_need + buy_o)
+            to_users = to_users - bought_o
 
         # 5. production limited by the scarcest element of each grade
         element_ratio = np.where(element_need > _EPS, _div(to_makers, element_need), 1.0)
@@ -249,7 +320,10 @@ def simulate_arrays(
         ).min(axis=3)
         grade_ratio = np.clip(np.where(np.isinf(grade_ratio), 1.0, grade_ratio), 0.0, 1.0)
         made = to_make * grade_ratio
-        used = np.einsum("rxg,ge->rxe", made, net.grade_content)
+        if resp is None:
+            used = np.einsum("rxg,ge->rxe", made, net.grade_content)
+        else:
+            used = np.einsum("rxg,rge->rxe", made, content)
         refined_stock += to_makers - used
         magnet_stock -= from_stock
         delivered = from_stock + made
@@ -260,6 +334,8 @@ def simulate_arrays(
         arrived = mflow.sum(axis=1)
         bought = arrived * _div(purchase, request_g)  # purchases share receipts pro rata
         stockpile += bought
+        if resp is not None:
+            sp_got = resp.stockpile_bought(bought * _div(buy_m, purchase), bought_o, sp_buy)
         receipts = arrived - bought + release
         sector_request = request_s * magnet_sectors[None, None, :]
         alloc = _share_to_sectors(receipts, sector_request, sector_onehot, net.sector_is_defense,
@@ -284,7 +360,17 @@ def simulate_arrays(
             refined_pref, ref_requested.sum(axis=3), (rflow * ~eye[None, :, :, None]).sum(axis=3),
             spare_ref, allowed_r.max(axis=3), switching,
         )
-        price = prices.update(refined_need, received)
+        if resp is None:
+            price = prices.update(refined_need, received)
+        else:
+            # refined material export rules and triggers kept at home: the requests buyers
+            # would have made with only the scenario's own restrictions, times the share the
+            # rules blocked. (Magnets held back are not added: their makers then make and buy
+            # less, which the refined need already shows.)
+            open_r = _licence_requests(refined_need, refined_stock + rflow.sum(axis=2),
+                                       refined_pref, scenario_r)
+            held_r = open_r * (1.0 - _div(allowed_r, scenario_r, fill=1.0))
+            price = prices.update(refined_need, received, held_back=held_r.sum(axis=2))
         if pol is not None:
             stats = _licence_stats(pol, t, lic, mstats, rstats, mag_req_lic, ref_req_lic,
                                    mflow, rflow, eye)
@@ -316,6 +402,37 @@ def simulate_arrays(
         out["shortfall"][:, t] = shortfall + non_magnet_short
         out["oxide_shortfall"][:, t] = oxide_short
         out["price"][:, t] = price
+        if resp is not None:
+            element_short = (element_need - to_makers) + oxide_short
+            rec = resp.observe(
+                t, prices.multiple, price, net.base_price, out["shortfall"][:, t],
+                out["need"][:, t], shortfall, element_short, oxide_need, need_s, separated,
+                [mine_cap, sep_cap, mag_cap], net.mine_composition, net.sep_recovery,
+                mflow.sum(axis=3))
+            last_consumed = consumed
+            new = resp.new_capacity(t)
+            out["capacity_run"][:, t] = np.stack(np.broadcast_arrays(
+                mine_cap, sep_cap, mag_cap), axis=1)
+            out["capacity_new"][:, t] = new
+            out["policy_cost"][:, t] = rec["policy_cost"]
+            out["policy_cost"][:, t, 1] = (sp_got * _stockpile_price(
+                resp, price, prices.multiple, net)).sum(axis=1) * 1e3
+            out["recycled"][:, t, 0] = recovered.sum(axis=1)
+            out["recycled_by_country"][:, t] = recovered
+            out["investment"][:, t] = rec["investment"]
+            out["recycled"][:, t, 1] = recycled.sum(axis=(1, 2))
+            out["stockpile_level"][:, t] = resp.level
+            out["adoption"][:, t] = resp.adoption
+            for m, in_market in enumerate((china, ~china)):
+                base_need = net.magnet_need[t][in_market]
+                out["demand_factor"][:, t, m] = _div(
+                    (need_factor[:, in_market] * base_need[None]).sum(axis=(1, 2)),
+                    np.full(r, base_need.sum()), fill=1.0)
+            new_share = _div(new[:, 1], np.broadcast_to(sep_cap, new[:, 1].shape))
+            new_output = separated.sum(axis=2) * np.minimum(new_share, 1.0)  # [R, C]
+            inp = resp.inp
+            out["residue"][:, t, 0] = new_output @ inp.residue_t_per_t
+            out["residue"][:, t, 1] = new_output @ inp.thorium_kg_per_t
         if detail:
             # what buyers would have asked for with every route open (measured after this
             # month's switching, as the old preferences' requests are no longer observable)
@@ -341,7 +458,8 @@ def simulate_arrays(
             take.sum(axis=(1, 2)) - separated.sum(axis=(1, 2)) - sep_loss.sum(axis=(1, 2))) / scale
         out["balance_error"][:, t, 2] = np.abs(
             after[1] - before[1] - (refined_in.sum(axis=(1, 2)) - used.sum(axis=(1, 2))
-                                    - oxide_used.sum(axis=(1, 2)))) / scale
+                                    - oxide_used.sum(axis=(1, 2))
+                                    - bought_o.sum(axis=(1, 2)))) / scale
         mag_scale = np.maximum(made.sum(axis=(1, 2)), 1.0)
         out["balance_error"][:, t, 3] = np.abs(
             after[2] - before[2] - (made.sum(axis=(1, 2)) - delivered.sum(axis=(1, 2)))
@@ -355,6 +473,24 @@ def simulate_arrays(
         ])
         if progress is not None:
             progress(t + 1, t_n)
+    if resp is not None and resp.triggers is not None:
+        fired = resp.triggers.fired_month.astype(float)
+        out["trigger_fired_month"] = np.where(fired >= NEVER, np.nan, fired)
+    return out
+
+
+def _stockpile_price(resp: ResponseState, price: np.ndarray, multiple: np.ndarray,
+                     net: Network) -> np.ndarray:
+    """US$/kg each stockpile pays [R, H]: the ex-China price of an oxide item; for magnets the
+    ex-China value of their rare-earth content (magnet processing has no price in the model)."""
+    inp = resp.inp
+    out = np.zeros((price.shape[0], inp.holders))
+    element_price = inp.element_base_price[None] * multiple[:, 1]  # [R, E]
+    for k in range(inp.holders):
+        if inp.sp_magnet[k]:
+            out[:, k] = element_price @ net.grade_content[inp.sp_index[k]]
+        else:
+            out[:, k] = price[:, inp.sp_item[k], 1]
     return out
 
 

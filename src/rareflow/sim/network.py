@@ -17,7 +17,8 @@ import numpy as np
 
 #: Parameters that may differ from run to run (uncertainty), each an array [R] or None.
 RUN_PARAMETERS = ("price_elasticity", "switching_rate", "approval_scale", "leakage",
-                  "demand_scale", "mine_scale", "magnet_capacity_scale")
+                  "demand_scale", "mine_scale", "magnet_capacity_scale",
+                  "pipeline_delay_months", "pipeline_completion", "long_run_elasticity")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class RunParameters:
     ``approval_scale`` multiplies every licence approval share (capped at 1), ``leakage`` is the
     share of licence-blocked flow that leaks, ``demand_scale`` multiplies all demand,
     ``mine_scale`` all mine output and ``magnet_capacity_scale`` all magnet capacity.
+    ``pipeline_delay_months`` delays, and ``pipeline_completion`` scales, the capacity of projects
+    outside China that are under construction, ramping up or planned (``pipeline_capacity``);
+    ``long_run_elasticity`` replaces the responses model's long-run price elasticity.
     """
 
     price_elasticity: np.ndarray | None = None
@@ -36,6 +40,9 @@ class RunParameters:
     demand_scale: np.ndarray | None = None
     mine_scale: np.ndarray | None = None
     magnet_capacity_scale: np.ndarray | None = None
+    pipeline_delay_months: np.ndarray | None = None
+    pipeline_completion: np.ndarray | None = None
+    long_run_elasticity: np.ndarray | None = None
 
     def take(self, index: slice | np.ndarray) -> RunParameters:
         """The parameters of a subset of runs (a batch)."""
@@ -108,6 +115,10 @@ class Network:
     price_smoothing: float  # [-] weight of the new month in the price signal
 
     notes: dict[str, str] = field(default_factory=dict)
+    #: [3, T, C] capacity of projects outside China not yet operating in the base year (mining t
+    #: REO, separation t REO feed, magnets t; per month), already inside the capacities above;
+    #: None when not split out. Per-run delay and completion act on it.
+    pipeline_capacity: np.ndarray | None = None
 
     @property
     def shape(self) -> dict[str, int]:
