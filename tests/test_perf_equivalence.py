@@ -92,8 +92,12 @@ class _DenseQueue:
         approved = decided * approval
         denied = decided - approved
         self.licensed = np.where(required, self.licensed + approved, 0.0)
-        return {"applications": applications, "approved": approved, "denied": denied,
-                "backlog": self.pending.sum(axis=1), "median_wait_days": wait_days}
+        out = {"applications": applications, "approved": approved, "denied": denied,
+               "backlog": self.pending.sum(axis=1), "median_wait_days": wait_days}
+        # per-destination totals, which the kernel reads (the channel axes are [X, C, K])
+        for key in ("applications", "approved", "denied", "backlog"):
+            out[f"{key}_by_destination"] = out[key].sum(axis=(1, 3))
+        return out
 
 
 def _dense_safe_div(num, den):
@@ -179,7 +183,7 @@ def test_channel_queue_matches_dense_queue(capacity):
                              capacity=cap)
         for key in s_dense:
             _close(s_fast[key], s_dense[key])
-            if key != "median_wait_days":
+            if key != "median_wait_days" and not key.endswith("_by_destination"):
                 _close(s_fast[f"{key}_by_destination"], s_dense[key].sum(axis=(1, 3)))
         _close(fast.allowed_share(requested, required, leakage),
                dense.allowed_share(requested, required, leakage))

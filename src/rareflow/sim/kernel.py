@@ -209,8 +209,9 @@ def simulate_arrays(
         no_separation = sep_cap <= _EPS  # [1|R, C]
         offered = mined + conc_stock * no_separation[:, :, None]
         conc_stock = conc_stock * ~no_separation[:, :, None]
-        ship = offered[:, :, None, :] * shares[..., None]
-        conc_stock += ship.sum(axis=1)
+        # shipments offered[x, e] * shares[x, c], summed without building the [R,X,C,E] array
+        conc_stock += np.einsum("rxe,rxc->rce", offered, shares)
+        conc_trade = offered.sum(axis=2)[:, :, None] * shares  # [R,X,C]
 
         # 2. separation
         separable = conc_stock * separable_mask[None]
@@ -304,8 +305,10 @@ def simulate_arrays(
         rflow, ref_requested = allocate(
             refined_stock, refined_need, allowed_r, refined_pref, ctl.home_first
         )
-        refined_stock -= rflow.sum(axis=2)
-        received = rflow.sum(axis=1)  # [R,C,E]
+        rflow_out = np.einsum("rxck->rxk", rflow)  # shipped by each exporter [R,X,E]
+        rtrade = np.einsum("rxck->rxc", rflow)  # [R,X,C]
+        refined_stock -= rflow_out
+        received = np.einsum("rxck->rck", rflow)  # [R,C,E]
         to_makers = received * _div(element_need, refined_need)
         to_users = received - to_makers
         bought_o = np.zeros_like(to_users)
@@ -331,7 +334,8 @@ def simulate_arrays(
         mflow = plan * deliver_ratio[:, :, None, :]
 
         # users: receipts (and stockpile releases) shared over sectors of each grade
-        arrived = mflow.sum(axis=1)
+        arrived = np.einsum("rxcg->rcg", mflow)
+        mtrade = np.einsum("rxcg->rxc", mflow)
         bought = arrived * _div(purchase, request_g)  # purchases share receipts pro rata
         stockpile += bought
         if resp is not None:
@@ -352,12 +356,12 @@ def simulate_arrays(
         # 6. switching and prices
         spare_mag = np.maximum(supply_g.sum(axis=2) - delivered.sum(axis=2), 0.0)
         magnet_pref = switch_preferences(
-            magnet_pref, mag_requested.sum(axis=3), (mflow * ~eye[None, :, :, None]).sum(axis=3),
+            magnet_pref, np.einsum("rxcg->rxc", mag_requested), mtrade * ~eye[None],
             spare_mag, allowed_m.max(axis=3), switching,
         )
         spare_ref = refined_stock.sum(axis=2)
         refined_pref = switch_preferences(
-            refined_pref, ref_requested.sum(axis=3), (rflow * ~eye[None, :, :, None]).sum(axis=3),
+            refined_pref, np.einsum("rxck->rxc", ref_requested), rtrade * ~eye[None],
             spare_ref, allowed_r.max(axis=3), switching,
         )
         if resp is None:
@@ -367,18 +371,19 @@ def simulate_arrays(
             # would have made with only the scenario's own restrictions, times the share the
             # rules blocked. (Magnets held back are not added: their makers then make and buy
             # less, which the refined need already shows.)
-            open_r = _licence_requests(refined_need, refined_stock + rflow.sum(axis=2),
+            open_r = _licence_requests(refined_need, refined_stock + rflow_out,
                                        refined_pref, scenario_r)
             held_r = open_r * (1.0 - _div(allowed_r, scenario_r, fill=1.0))
-            price = prices.update(refined_need, received, held_back=held_r.sum(axis=2))
+            price = prices.update(refined_need, received,
+                                  held_back=np.einsum("rxck->rxk", held_r))
         if pol is not None:
             stats = _licence_stats(pol, t, lic, mstats, rstats, mag_req_lic, ref_req_lic,
                                    mflow, rflow, eye)
             out["licences"][:, t] = stats[0]
             out["licence_wait_days"][:, t] = stats[1]
             out["held_back"][:, t] = stats[2]
-            from_actor = rflow[:, pol.extra_actor].sum(axis=2)  # [R,C]
-            origin_share = _div(from_actor, rflow.sum(axis=(1, 3)))
+            from_actor = rtrade[:, pol.extra_actor]  # [R,C]
+            origin_share = _div(from_actor, rtrade.sum(axis=1))
 
         # record
         metal = (used * net.oxide_to_metal[None, None, :]).sum(axis=2)
@@ -387,9 +392,9 @@ def simulate_arrays(
         out["production"][:, t, 2] = metal
         out["production"][:, t, 3] = made.sum(axis=2)
         out["refined_output"][:, t] = separated
-        out["conc_trade"][:, t] = ship.sum(axis=3)
-        out["refined_trade"][:, t] = rflow.sum(axis=3)
-        out["magnet_trade"][:, t] = mflow.sum(axis=3)
+        out["conc_trade"][:, t] = conc_trade
+        out["refined_trade"][:, t] = rtrade
+        out["magnet_trade"][:, t] = mtrade
         out["inventory"][:, t, 0] = conc_stock.sum(axis=2)
         out["inventory"][:, t, 1] = refined_stock.sum(axis=2)
         out["inventory"][:, t, 2] = magnet_stock.sum(axis=2)
@@ -408,7 +413,7 @@ def simulate_arrays(
                 t, prices.multiple, price, net.base_price, out["shortfall"][:, t],
                 out["need"][:, t], shortfall, element_short, oxide_need, need_s, separated,
                 [mine_cap, sep_cap, mag_cap], net.mine_composition, net.sep_recovery,
-                mflow.sum(axis=3))
+                mtrade)
             last_consumed = consumed
             new = resp.new_capacity(t)
             out["capacity_run"][:, t] = np.stack(np.broadcast_arrays(
@@ -438,7 +443,7 @@ def simulate_arrays(
             # month's switching, as the old preferences' requests are no longer observable)
             open_m = _licence_requests(request_g, supply_g, magnet_pref,
                                        np.ones_like(mflow))
-            open_r = _licence_requests(refined_need, refined_stock + rflow.sum(axis=2),
+            open_r = _licence_requests(refined_need, refined_stock + rflow_out,
                                        refined_pref, np.ones_like(rflow))
             out["magnet_fill"][:, t] = np.where(open_m > _EPS, np.minimum(
                 1.0, _div(mflow, open_m)), 1.0)
@@ -573,11 +578,12 @@ def _licence_stats(pol, t, lic, mstats, rstats, mag_req, ref_req, mflow, rflow, 
     foreign = ~eye[None, :, :, None]
     held_m = np.maximum(mag_req - mflow, 0.0) * required * foreign
     held_r = np.maximum(ref_req - rflow, 0.0) * rl.required[t][None] * foreign
-    stats = []
-    for key in ("applications", "approved", "denied", "backlog"):
-        stats.append(mstats[key].sum(axis=(1, 3)) + rstats[key].sum(axis=(1, 3)))
-    stats.append(held_m.sum(axis=(1, 3)) + held_r.sum(axis=(1, 3)))
+    stats = [mstats[f"{key}_by_destination"] + rstats[f"{key}_by_destination"]
+             for key in ("applications", "approved", "denied", "backlog")]
+    held_m_ck = np.einsum("rxck->rck", held_m)
+    held_r_ck = np.einsum("rxck->rck", held_r)
+    stats.append(held_m_ck.sum(axis=2) + held_r_ck.sum(axis=2))
     wait = np.where(np.isnan(mstats["median_wait_days"]), rstats["median_wait_days"],
                     mstats["median_wait_days"])
-    by_product = np.concatenate([held_r.sum(axis=1), held_m.sum(axis=1)], axis=2)  # [R,C,E+G]
+    by_product = np.concatenate([held_r_ck, held_m_ck], axis=2)  # [R,C,E+G]
     return np.stack(stats, axis=1), wait, by_product
