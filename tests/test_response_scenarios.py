@@ -104,6 +104,23 @@ def test_escalation_ladder_fires_in_order(results):
     assert fired["china-cuts-all-to-us"] == fired["us-stops-exports-to-china"]
 
 
+def test_stockpile_named_by_holder_id_takes_its_row_of_the_data(dataset):
+    sc = load_scenario("escalation-ladder")
+    net, _ = compile_scenario(dataset, sc)
+    inp = compile_responses(dataset, sc, net)
+    row = dataset.stockpiles.set_index("holder_id").loc["US_NDS_NDFEB"]
+    assert inp.sp_ids == ("US_NDS_NDFEB",)
+    assert inp.sp_initial[0] == row["quantity_t"]
+    assert net.countries[inp.sp_country[0]] == row["country"]
+    assert net.grades[inp.sp_index[0]] == row["item"] and inp.sp_magnet[0]
+    # a holder the data do not know needs its own country, item and level
+    bare = scenario_from_dict({"name": "x", "responses": {"stockpiles": [{"holder": "NEW"}]}})
+    with pytest.raises(ScenarioError) as info:
+        simulate(dataset, bare)
+    assert ("responses.stockpiles[0] (holder 'NEW'): give country, item, tonnes or "
+            "days_of_cover") in str(info.value)
+
+
 def test_allied_buildout_arrives_after_lead_times(dataset, results):
     sc = load_scenario("allied-buildout-2030")
     net, _ = compile_scenario(dataset, sc)
@@ -155,5 +172,6 @@ def test_errors_name_field_value_and_rule(dataset):
         assert expected in text
     with pytest.raises(ScenarioError) as info:
         scenario_from_dict({"name": "x", "responses": {"stockpiles": [
-            {"holder": "A", "country": "USA", "item": "NdFeB_std"}]}})
-    assert "tonnes or as days_of_cover" in str(info.value)
+            {"holder": "A", "country": "USA", "item": "NdFeB_std", "tonnes": 1,
+             "days_of_cover": 2}]}})
+    assert "tonnes or as days_of_cover, not both" in str(info.value)

@@ -17,7 +17,7 @@ from rareflow.data import Dataset
 from rareflow.dims import CHINA
 from rareflow.policy.rules import rules_from_table
 from rareflow.policy.triggers import KINDS, NEVER, TriggerInputs
-from rareflow.response_spec import BUILD_STAGES, Responses
+from rareflow.response_spec import BUILD_STAGES, Responses, resolve_stockpile
 from rareflow.scenario import Scenario, month_index
 from rareflow.sim.network import Network
 from rareflow.sim.responses import ResponseInputs
@@ -252,7 +252,7 @@ def compile_responses(dataset: Dataset, scenario: Scenario, net: Network,
 
     # stockpiles
     items = dataset.items.set_index("code")
-    sp = spec.stockpiles
+    sp = [resolve_stockpile(s, dataset) for s in spec.stockpiles]
     sp_magnet = np.array([items.loc[s.item, "form"] == "magnet" for s in sp], dtype=bool)
     sp_index = np.array([
         list(net.grades).index(items.loc[s.item, "magnet_grade"]) if m

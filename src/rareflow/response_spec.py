@@ -44,9 +44,10 @@ class StockpileSpec(_Strict):
     ``refill_below_price_multiple`` times its base-year price and the level is below target.
     """
 
-    holder: str = Field(description="Stockpile programme id, e.g. US_NDS.")
-    country: str
-    item: str
+    holder: str = Field(description="Stockpile id, e.g. US_NDS_NDFEB; a holder_id of "
+                        "data/stockpiles.csv supplies country, item and level not given here.")
+    country: str | None = None
+    item: str | None = None
     tonnes: float | None = Field(default=None, ge=0,
                                  description="Level at the start of the horizon [t].")
     days_of_cover: float | None = Field(
@@ -73,9 +74,8 @@ class StockpileSpec(_Strict):
 
     @model_validator(mode="after")
     def _level(self) -> StockpileSpec:
-        if (self.tonnes is None) == (self.days_of_cover is None):
-            raise ValueError("give the starting level as tonnes or as days_of_cover (one of "
-                             "them)")
+        if self.tonnes is not None and self.days_of_cover is not None:
+            raise ValueError("give the starting level as tonnes or as days_of_cover, not both")
         return self
 
 
@@ -253,6 +253,33 @@ class Responses(_Strict):
         "(e.g. take-back obligations).")
 
 
+def resolve_stockpile(spec: StockpileSpec, dataset) -> StockpileSpec:
+    """Fill what a stockpile spec leaves out from its row of data/stockpiles.csv (holder_id):
+    country, item (or the oxide of its element), and the level as quantity_t or, failing that,
+    target_days_of_cover."""
+    table = dataset.tables.get("stockpiles")
+    if table is None or spec.holder not in set(table["holder_id"]):
+        return spec
+    row = table[table["holder_id"] == spec.holder].iloc[0]
+    update = {}
+    if spec.country is None:
+        update["country"] = row["country"]
+    if spec.item is None:
+        item = row["item"]
+        if not isinstance(item, str) and isinstance(row["element"], str):
+            items = dataset.items
+            single = items[items["elements"].map(lambda els: list(els) == [row["element"]])
+                           & (items["form"] == "oxide")]
+            item = single["code"].iloc[0] if len(single) else None
+        update["item"] = item if isinstance(item, str) else None
+    if spec.tonnes is None and spec.days_of_cover is None:
+        if row["quantity_t"] == row["quantity_t"]:  # not NaN
+            update["tonnes"] = float(row["quantity_t"])
+        elif row["target_days_of_cover"] == row["target_days_of_cover"]:
+            update["days_of_cover"] = float(row["target_days_of_cover"])
+    return spec.model_copy(update=update)
+
+
 def check_responses(responses: Responses, scenario, dataset) -> list[str]:
     """Codes in the block must exist in the dataset; dates must lie in the horizon."""
     from rareflow.scenario import month_index
@@ -296,6 +323,14 @@ def check_responses(responses: Responses, scenario, dataset) -> list[str]:
                           "multiple must be above 0")
     for j, s in enumerate(responses.stockpiles):
         where = f"{base}.stockpiles[{j}]"
+        s = resolve_stockpile(s, dataset)
+        missing = [f for f in ("country", "item") if getattr(s, f) is None]
+        if s.tonnes is None and s.days_of_cover is None:
+            missing.append("tonnes or days_of_cover")
+        if missing:
+            errors.append(f"{where} (holder {s.holder!r}): give {', '.join(missing)} (no "
+                          "row of data/stockpiles.csv supplies them)")
+            continue
         need(f"{where}.country", s.country, countries, "country code")
         single_element_or_magnet(f"{where}.item", s.item)
         if s.sectors != "all":
