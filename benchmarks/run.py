@@ -165,11 +165,23 @@ def main() -> None:
         ens_times.append(time.perf_counter() - t)
         heads.append(res.summary()["headline"]["shortfall_total_t"])
     ens = statistics.mean(ens_times)
+    # the same seed-1 ensemble in worker processes, one per core (results must not change)
+    workers = os.cpu_count() or 1
+    t = time.perf_counter()
+    par = rareflow.simulate(ds, hist144, runs=n, seed=1, keep=False, batch_size=100,
+                            workers=workers)
+    ens_par = time.perf_counter() - t
+    same = par.summary()["headline"]["shortfall_total_t"] == heads[0]
     series_mb = sum(a.nbytes for a in res.series().values()) / n / 1e6
     rows.append((f"ensemble of {n} runs x 144 months (batches of 100), mean of 2 seeds",
                  f"{ens:.1f} s", "", ""))
     rows.append(("extrapolated: 10,000 runs x 144 months", f"{ens * 10_000 / n / 60:.1f} min",
                  "", ""))
+    rows.append((f"the seed-1 ensemble in {workers} worker processes "
+                 f"({'identical' if same else 'DIFFERENT'} percentiles)", f"{ens_par:.1f} s",
+                 f"{ens_times[0]:.1f} s", f"{ens_times[0] / ens_par:.2f}x"))
+    rows.append((f"extrapolated: 10,000 runs x 144 months, {workers} workers",
+                 f"{ens_par * 10_000 / n / 60:.1f} min", "", ""))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rows.append(("peak resident memory of this process", f"{peak:,.0f} MB", "", ""))
     rows.append(("summary series kept per run (float64)", f"{series_mb:.3f} MB", "", ""))
@@ -182,7 +194,7 @@ def main() -> None:
     spread = max(abs(heads[0][q] - heads[1][q]) / abs(heads[1][q]) for q in ("p5", "p50", "p95"))
     met = {
         "single": kernel_1 <= 0.050,
-        "ensemble": ens * 10_000 / n <= 60,
+        "ensemble": min(ens, ens_par) * 10_000 / n <= 60,
         "speedup": loop / vec >= 50,
         "memory": mem_10k <= 4000,
     }
@@ -216,7 +228,8 @@ def main() -> None:
         f"| single run <= 50 ms | {status(met['single'])} ({kernel_1 * 1e3:.0f} ms, kernel "
         "only) |",
         f"| 10,000 runs x 144 months <= 60 s | {status(met['ensemble'])} (extrapolated: "
-        f"{ens * 10_000 / n / 60:.1f} min) |",
+        f"{ens * 10_000 / n / 60:.1f} min in one process, "
+        f"{ens_par * 10_000 / n / 60:.1f} min in {workers}) |",
         f"| vectorised >= 50x faster per run than the loop | {status(met['speedup'])} "
         f"({loop / vec:.1f}x) |",
         f"| peak memory <= 4 GB for 10,000 runs | {status(met['memory'])} (estimated "

@@ -90,6 +90,15 @@ def test_results_do_not_depend_on_batch_size():
         assert np.array_equal(values, b.headline()[name], equal_nan=True), name
 
 
+def test_results_do_not_depend_on_worker_processes():
+    one = simulate(DATASET, SC, runs=6, seed=5, batch_size=2, keep=False)
+    two = simulate(DATASET, SC, runs=6, seed=5, batch_size=2, keep=False, workers=2)
+    for name, values in one.headline().items():
+        np.testing.assert_array_equal(values, two.headline()[name], err_msg=name)
+    for name, values in one.series().items():
+        np.testing.assert_array_equal(values, two.series()[name], err_msg=name)
+
+
 def test_runs_differ_and_summary_has_bands_parameters_and_exceedance():
     res = simulate(DATASET, SC, runs=12, seed=2)
     s = res.summary()

@@ -30,6 +30,7 @@ def simulate(
     batch_size: int = 128,
     keep: bool | None = None,
     parameter_values: np.ndarray | None = None,
+    workers: int = 1,
 ) -> Result:
     """Simulate ``scenario`` on ``dataset``.
 
@@ -57,6 +58,9 @@ def simulate(
     parameter_values : ndarray [runs, d], optional
         Values of the scenario's uncertain parameters to use instead of sampling them (for
         designs such as Sobol/Saltelli and for distributed sweeps).
+    workers : int
+        Processes that simulate batches side by side (1: in this process). Results are the
+        same whatever the number; progress is then reported per batch.
 
     Raises
     ------
@@ -89,20 +93,28 @@ def simulate(
     n_months = len(network.months)
     total = n_months * runs
     done_before = [0]
+    context = (network, controls, responses, attrs, capacity, detail, keep)
 
     def simulate_batch(params, n):
-        raw = simulate_arrays(network, controls, runs=n, detail=detail, params=params,
-                              responses=responses,
-                              progress=(lambda d, t: progress(done_before[0] + d * n, total))
-                              if progress else None)
+        tick = ((lambda d, t: progress(done_before[0] + d * n, total)) if progress else None)
+        outcome = _batch(context, params, n, tick)
         done_before[0] += n_months * n
-        result = Result(to_dataset(network, raw, attrs, capacity, responses))
-        extra = {"__balance": raw["balance_error"].max(axis=(1, 2)),
-                 "__min_stock": raw["min_stock"].min(axis=1)}
-        return result.series(), {**result.headline(), **extra}, (result.data if keep else None)
+        return outcome
+
+    def in_workers(_function, jobs):
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers, initializer=_set_worker_context,
+                                 initargs=(context,)) as pool:
+            for (_, n), outcome in zip(jobs, pool.map(_worker_batch, jobs), strict=True):
+                done_before[0] += n_months * n
+                if progress:
+                    progress(done_before[0], total)
+                yield outcome
 
     labels, values, series, headline, kept = evaluate(
-        simulate_batch, scenario.uncertain, runs, seed, batch_size, values=parameter_values)
+        simulate_batch, scenario.uncertain, runs, seed, batch_size, values=parameter_values,
+        map_batches=in_workers if workers > 1 and runs > batch_size else None)
     checks = {"mass_balance_max_rel_error": float(headline.pop("__balance").max()),
               "min_stock_t": float(headline.pop("__min_stock").min())}
     data = None
@@ -117,6 +129,31 @@ def simulate(
     return Result(data, series=series, headline=headline, checks=checks, attrs=attrs,
                   months=list(network.months), parameters=(labels, values),
                   thresholds=scenario.uncertain.thresholds)
+
+
+def _batch(context: tuple, params, n: int, progress=None) -> tuple[dict, dict, object]:
+    """Simulate one batch of ``n`` runs: (summary series, headline, dataset if kept)."""
+    network, controls, responses, attrs, capacity, detail, keep = context
+    raw = simulate_arrays(network, controls, runs=n, detail=detail, params=params,
+                          responses=responses, progress=progress)
+    result = Result(to_dataset(network, raw, attrs, capacity, responses))
+    extra = {"__balance": raw["balance_error"].max(axis=(1, 2)),
+             "__min_stock": raw["min_stock"].min(axis=1)}
+    return result.series(), {**result.headline(), **extra}, (result.data if keep else None)
+
+
+_WORKER_CONTEXT: tuple | None = None
+
+
+def _set_worker_context(context: tuple) -> None:
+    """Process-pool initializer: the compiled scenario, sent once per worker."""
+    global _WORKER_CONTEXT
+    _WORKER_CONTEXT = context
+
+
+def _worker_batch(job: tuple) -> tuple[dict, dict, object]:
+    params, n = job
+    return _batch(_WORKER_CONTEXT, params, n)
 
 
 #: Blocs whose self-sufficiency the summary reports (issue 5): bloc label -> countries.csv bloc

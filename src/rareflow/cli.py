@@ -284,6 +284,9 @@ def run(
         bool, typer.Option("--report", help="Also write report.html (needs --out, or writes "
                                              "to runs/SCENARIO).")
     ] = False,
+    workers: Annotated[int, typer.Option(
+        min=1, max=256, help="Processes simulating batches side by side (results do not "
+        "depend on it).")] = 1,
 ) -> None:
     """Simulate a scenario and print its summary."""
     start = _month_option(start, "--start")
@@ -298,14 +301,16 @@ def run(
                         f"use at most {REPORT_MAX_RUNS} runs, or drop --report")
         keep = True if report else None
         if as_json:
-            result = simulate(dataset, sc, runs=runs, seed=seed, keep=keep)
+            result = simulate(dataset, sc, runs=runs, seed=seed, keep=keep, workers=workers)
         else:
             from rich.progress import Progress
 
             with Progress(console=err, transient=True) as bar:
-                task = bar.add_task(f"simulating {sc.name}", total=len(sc.months))
+                task = bar.add_task(f"simulating {sc.name}", total=len(sc.months) * runs)
                 result = simulate(dataset, sc, runs=runs, seed=seed, keep=keep,
-                                  progress=lambda done, total: bar.update(task, completed=done))
+                                  workers=workers,
+                                  progress=lambda done, total: bar.update(
+                                      task, completed=done, total=total))
     except ScenarioError as exc:
         raise _problems(
             exc, f"scenario {scenario!r} is not valid ({len(exc.errors)} problem(s))") from None

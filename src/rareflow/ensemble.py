@@ -172,11 +172,14 @@ def evaluate(
     batch_size: int = 256,
     progress: Callable[[int, int], None] | None = None,
     values: np.ndarray | None = None,
+    map_batches: Callable | None = None,
 ) -> tuple[list[str], np.ndarray, dict, dict, list]:
-    """Run all batches in order; return labels, parameter values, series, headline, datasets.
+    """Run all batches; return labels, parameter values, series, headline, datasets.
 
     ``simulate_batch(params, n)`` runs ``n`` runs and returns (series {name: [n, T]},
-    headline {name: [n]}, dataset or None).
+    headline {name: [n]}, dataset or None). ``map_batches(function, [(params, n), ...])``, if
+    given, evaluates the batches (for example in worker processes) and yields their results in
+    order; the runs' results do not depend on it, since parameters are sampled beforehand.
     """
     if values is None:
         labels, values = sample(uncertainties, runs, seed)
@@ -190,8 +193,13 @@ def evaluate(
     headline: dict[str, np.ndarray] = {}
     kept = []
     done = 0
-    for part in batches(runs, batch_size):
-        s, h, data = simulate_batch(params.take(part), part.stop - part.start)
+    parts = batches(runs, batch_size)
+    jobs = [(params.take(part), part.stop - part.start) for part in parts]
+    if map_batches is None:
+        outcomes = (simulate_batch(*job) for job in jobs)
+    else:
+        outcomes = map_batches(simulate_batch, jobs)
+    for part, (s, h, data) in zip(parts, outcomes, strict=True):
         for store, new in ((series, s), (headline, h)):
             for k, v in new.items():
                 v = np.asarray(v, dtype=np.float64)
