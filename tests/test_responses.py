@@ -40,7 +40,6 @@ def neutral(net, **changes) -> ResponseInputs:
         stage_price_item=np.array([-1, 0, -1]), ndpr=np.array([True] * e),
         feed_ndpr_share=1.0,
         residue_t_per_t=np.zeros(c), thorium_kg_per_t=np.zeros(c),
-        revenue_basis=np.zeros((3, c), int), feed_composition=np.ones((c, e)),
         floor_item=np.zeros(0, int), floor_country=np.zeros(0, int), floor_value=np.zeros(0),
         floor_active=np.zeros((t, 0), bool), floor_elements=np.zeros((0, e), bool),
         sp_ids=(), sp_country=np.zeros(0, int), sp_magnet=np.zeros(0, bool),
@@ -120,7 +119,8 @@ def _trigger(net, **fields) -> TriggerInputs:
                 market=np.array([1]), other=np.array([-1]), for_months=np.array([1]),
                 watch_from=np.array([0]),
                 delay_months=np.array([1]), duration_months=np.array([NEVER]),
-                restrict_refined=np.ones((1, c, c, e)), restrict_magnet=np.ones((1, c, c, g)),
+                restrict_conc=np.ones((1, c, c)), restrict_refined=np.ones((1, c, c, e)),
+                restrict_magnet=np.ones((1, c, c, g)),
                 release_holder=np.array([-1]))
     base.update(fields)
     return TriggerInputs(**base)
@@ -275,3 +275,96 @@ def test_pipeline_delay_and_completion_shift_project_capacity_per_run():
     np.testing.assert_allclose(usa[0], [0, 0, 40, 40, 40, 40, 40, 40])
     np.testing.assert_allclose(usa[1], [0, 0, 0, 0, 0, 20, 20, 20])
     np.testing.assert_allclose(out["production"][:, :, 0, 0], 100.0)  # China untouched
+
+
+def test_content_reduction_adopted_in_both_markets_counts_each_user_once():
+    # one sector holds all of grade G's use, half in each market: full adoption everywhere
+    # halves Nd in the grade (0.3 -> 0.15), not more
+    from rareflow.sim.responses import ResponseState
+
+    net = two_country_network(months=2)
+    inp = neutral(net, opt_sector=np.array([0]), opt_element=np.array([0]),
+                  opt_reduction=np.array([0.5]), opt_max=np.array([1.0]),
+                  opt_delay=np.array([1.0]), opt_ramp=np.array([1.0]),
+                  opt_trigger=np.array([0.0]), opt_weight=np.array([[0.5], [0.5]]))
+    state = ResponseState(inp, 1, 2, net.grade_content, net.sector_grade, 2, 1)
+    state.adoption[:] = 1.0
+    assert state.content()[0, 0, 0] == pytest.approx(0.15)
+
+
+def _blocking_trigger(net, month: int):
+    active = np.zeros((len(net.months), 1), bool)
+    active[month:] = True
+    block = np.ones((1, 2, 2, 1))
+    block[0, 0, 1, 0] = 0.0  # CHN -> USA refined Nd
+    return _trigger(net, kind=np.array([KINDS.index("rule_in_force")]), rule_active=active,
+                    restrict_refined=block)
+
+
+def test_held_back_material_lowers_the_home_price_only_with_the_prices_switch():
+    # both countries make magnets; US makers need more Nd than the USA separates and ask China,
+    # which has Nd to spare; a trigger blocks CHN -> USA refined Nd from month 2
+    need = np.tile(np.array([[50.0], [300.0]]), (8, 1, 1))
+    net = two_country_network(months=8, magnet_capacity=np.tile([1000.0, 1000.0], (8, 1)),
+                              magnet_need=need)
+    on = simulate_arrays(net, controls(net), responses=neutral(
+        net, triggers=_blocking_trigger(net, 1)))
+    off = simulate_arrays(net, controls(net), responses=neutral(
+        net, prices=False, triggers=_blocking_trigger(net, 1)))
+    china_on, china_off = on["price"][0, :, 0, 0], off["price"][0, :, 0, 0]
+    assert china_on[-1] < 60.0  # surplus at home: below the base price
+    assert (china_off >= 60.0 - 1e-9).all()  # without the switch prices never fall below base
+    np.testing.assert_allclose(on["price"][0, :, 0, 1], off["price"][0, :, 0, 1])
+
+
+def test_shutdown_applies_to_shifted_project_capacity_and_never_goes_negative():
+    # USA separation: 60 t/month existing plus a 40 t/month project from month 2, 3 months late
+    # and half built in this run; its cash cost (80) is above the price (60): u halves monthly
+    from rareflow.sim.network import RunParameters
+
+    t = 8
+    pipe = np.zeros((3, t, 2))
+    pipe[1, 2:, 1] = 40.0
+    sep = np.tile([30.0, 60.0], (t, 1)) + pipe[1]
+    net = two_country_network(months=t, need_b=10.0, sep_capacity=sep, pipeline_capacity=pipe)
+    cash = np.full((3, 2), np.nan)
+    cash[1, 1] = 80.0
+    out = simulate_arrays(net, controls(net), params=RunParameters(
+        pipeline_delay_months=np.array([3.0]), pipeline_completion=np.array([0.5])),
+        responses=neutral(net, cash_cost=cash, shutdown_months=2.0))
+    late = np.array([0, 0, 0, 0, 0, 20, 20, 20])  # half of 40, from month 2 + 3
+    expected = (60.0 + late) * 0.5 ** np.arange(t)
+    np.testing.assert_allclose(out["capacity_run"][0, :, 1, 1], expected)
+    assert out["production"][0, :, 1, 1].min() >= 0.0
+
+
+def test_price_driven_build_needs_the_expected_price_above_hurdle_times_cost():
+    net = short_network(months=14)
+    build = np.zeros((3, 2), bool)
+    build[1, 1] = True  # separation in the USA
+    decide = np.zeros(14, bool)
+    decide[12] = True
+    cost = np.full((3, 2), np.nan)
+    common = dict(build=build, decision_months=decide, hurdle=1.5,
+                  lead_months=np.ones((3, 2), int))
+    cheap, dear = cost.copy(), cost.copy()
+    cheap[1, 1], dear[1, 1] = 10.0, 1000.0  # US$/kg against a price above 60
+    built = simulate_arrays(net, controls(net), responses=neutral(net, full_cost=cheap, **common))
+    none = simulate_arrays(net, controls(net), responses=neutral(net, full_cost=dear, **common))
+    assert built["capacity_new"][0, 13, 1, 1] > 0
+    assert none["capacity_new"][0].max() == 0
+
+
+def test_trigger_can_block_concentrate():
+    # CHN ships half its 100 t/month of concentrate to the USA; a trigger firing in month 2
+    # stops that from month 3 (the concentrate then stays in China)
+    net = two_country_network(months=6, need_b=10.0)
+    active = np.zeros((6, 1), bool)
+    active[2:] = True
+    block = np.ones((1, 2, 2))
+    block[0, 0, 1] = 0.0
+    trig = _trigger(net, kind=np.array([KINDS.index("rule_in_force")]), rule_active=active,
+                    restrict_conc=block)
+    out = simulate_arrays(net, controls(net), responses=neutral(net, triggers=trig))
+    np.testing.assert_allclose(out["conc_trade"][0, :, 0, 1], [50, 50, 50, 0, 0, 0])
+    assert out["balance_error"].max() < 1e-12

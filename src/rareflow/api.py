@@ -88,6 +88,7 @@ def simulate(
                  s: network.grades[g] for s, g in zip(network.sectors, network.sector_grade,
                                                       strict=True) if g >= 0}),
              "blocs": json.dumps(_blocs(dataset, network))}
+    attrs["notes"] = json.dumps(network.notes)
     capacity = np.stack([network.mine_capacity, network.sep_capacity, network.magnet_capacity],
                         axis=1)
     n_months = len(network.months)

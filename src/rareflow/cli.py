@@ -360,7 +360,11 @@ def _print_summary(summary: dict) -> None:
             view.add_row(label, f"{head[key]['p50']:,.0f}")
     for key, bands in head.items():
         if key.startswith("new_capacity_t_per_year.") and (bands["p50"] or 0) > 0:
-            view.add_row(f"new {key.split('.', 1)[1]} capacity (t/yr)", f"{bands['p50']:,.0f}")
+            view.add_row(f"new {key.split('.', 1)[1]} capacity in place (t/yr)",
+                         f"{bands['p50']:,.0f}")
+        if key.startswith("committed_capacity_t_per_year.") and (bands["p50"] or 0) > 0:
+            view.add_row(f"{key.split('.', 1)[1]} capacity committed (t/yr)",
+                         f"{bands['p50']:,.0f}")
         if key.startswith("trigger_fired_month."):
             month = bands["p50"]
             view.add_row(f"trigger {key.split('.', 1)[1]}",

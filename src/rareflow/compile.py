@@ -135,14 +135,19 @@ class _Builder:
         years = _years(self.months)
         cap = np.zeros((len(self.months), len(self.countries)))
         known = sorted(int(y) for y in mp["year"].dropna().unique() if y >= self.base)
+        # each year's newest edition; a country missing from a later year keeps its last
+        # reported value (DS140 gives only the US and world for 2011-2014, for example)
+        by_year = {y: latest_edition(mp, y) for y in known}
         for ti, year in enumerate(years):
-            use = max([y for y in known if y <= year] or [self.base])
-            rows = latest_edition(mp, use)
-            for _, row in rows.iterrows():
-                if row["country"] in self.c:
-                    cap[ti, self.c[row["country"]]] += row["value"] / 12.0
-                elif row["country"] != WORLD:
-                    cap[ti, self.c[REST_OF_WORLD]] += row["value"] / 12.0
+            latest: dict[str, float] = {}
+            for y in [y for y in known if y <= year] or [self.base]:
+                for _, row in by_year.get(y, latest_edition(mp, y)).iterrows():
+                    latest[row["country"]] = row["value"]
+            for country, value in latest.items():
+                if country in self.c:
+                    cap[ti, self.c[country]] += value / 12.0
+                elif country != WORLD:
+                    cap[ti, self.c[REST_OF_WORLD]] += value / 12.0
         self._add_pipeline(cap, "mining", ndpr=None, recovery=1.0)
         return cap
 
@@ -166,13 +171,23 @@ class _Builder:
         out = np.zeros((len(self.countries), len(self.elements)))
         fac = self.facilities
         mines = fac[(fac["stage"] == "mining") & fac["deposit_type"].notna()
-                    & (fac["capacity_unit"] == "t REO/yr")]
+                    & fac["capacity_unit"].isin(["t REO/yr", "t NdPr oxide/yr"])]
         types = self.ds.deposit_types
+        ndpr = [self.e["Nd"], self.e["Pr"]]
         for code, ci in self.c.items():
             here = mines[mines["country"] == code]
             weights: dict[str, float] = {}
             for _, m in here.iterrows():
-                weights[m["deposit_type"]] = weights.get(m["deposit_type"], 0) + m["capacity"]
+                reo = m["capacity"]
+                if m["capacity_unit"] == "t NdPr oxide/yr":
+                    # a mine rated by its NdPr output (Mt Weld): its REO from the deposit's
+                    # Nd + Pr share; left out where the deposit has no composition
+                    share = by_deposit.get(m["deposit_type"], np.zeros(1))[ndpr].sum() \
+                        if m["deposit_type"] in by_deposit else 0.0
+                    if share <= 0:
+                        continue
+                    reo = m["capacity"] / share
+                weights[m["deposit_type"]] = weights.get(m["deposit_type"], 0) + reo
             if not weights:
                 listed = types[types["countries"].map(lambda cs, code=code: code in cs)]
                 weights = {d: 1.0 for d in listed["code"]}

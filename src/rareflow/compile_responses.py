@@ -38,6 +38,16 @@ class ResponseDataError(ValueError):
     """The dataset lacks a row the responses model needs; the message names table and key."""
 
 
+def _modelled(code: str, field: str, net: Network) -> int:
+    """Index of a country the network models separately; a country inside ROW is refused (a
+    floor or stockpile there would act on the whole rest of the world)."""
+    if code in net.countries:
+        return list(net.countries).index(code)
+    listed = ", ".join(c for c in net.countries if c != "ROW")
+    raise ResponseDataError(f"{field} (value {code!r}): not modelled separately in this base "
+                            f"year (it is part of ROW); use one of {listed}")
+
+
 def parameter(dataset: Dataset, name: str) -> float:
     """A value of data/response_parameters.csv by name."""
     table = dataset.tables.get("response_parameters")
@@ -152,14 +162,13 @@ def compile_responses(dataset: Dataset, scenario: Scenario, net: Network,
                                  + ", ".join(inactive))
     opt_arr = {k: np.array(v, dtype=int if k in ("sector", "element") else float)
                for k, v in opt.items()}
+    # the sector's share, in each market, of the world's use of its grade: adoption in both
+    # markets by every user of the grade cuts the grade's content by r at most
     weight = np.zeros((2, len(opt["sector"])))
     for k, s in enumerate(opt["sector"]):
-        g = net.sector_grade[s]
-        same_grade = net.sector_grade == g
+        world = base_need[:, net.sector_grade == net.sector_grade[s]].sum()
         for m in (0, 1):
-            rows = market == m
-            total = base_need[rows][:, same_grade].sum()
-            weight[m, k] = base_need[rows, s].sum() / total if total > 0 else 0.0
+            weight[m, k] = base_need[market == m, s].sum() / world if world > 0 else 0.0
 
     # recycling: lifetimes, collection and recovery by sector
     lifetimes = _table(dataset, "product_lifetimes")
@@ -201,11 +210,16 @@ def compile_responses(dataset: Dataset, scenario: Scenario, net: Network,
     cash = _by_stage_country(ndpr_basis, "cost_usd_per_kg", countries, notes, "cash_cost",
                              fallback=False)
     cash[:, market == 0] = np.nan  # China's output follows its state quota, not a cost test
-    revenue_basis = np.where(np.isnan(cash), 0, 1)  # 1: NdPr price, 0: REO basket
     # price-driven build: NdPr-basis cash cost times the hurdle (= the incentive price)
     full = _by_stage_country(ndpr_basis, "cost_usd_per_kg", countries, notes, "build_cost")
     full[:, market == 0] = np.nan
-    capex = _by_stage_country(costs, "capex_usd_per_annual_t", countries, notes, "capex")
+    # capital cost per t/yr of the stage's capacity unit: t REO (mines, separation feed), t
+    # magnet; rows on another basis (t NdPr oxide, t heavy feed) are left out
+    capex = np.full((3, n_c), np.nan)
+    for s, basis in enumerate(("REO", "REO", "magnet")):
+        same = costs[costs["product_basis"] == basis]
+        capex[s] = _by_stage_country(same, "capex_usd_per_annual_t", countries, notes,
+                                     "capex")[s]
     leads = _table(dataset, "lead_times").copy()
     # decision to output: permitting plus construction (midpoints); where only a total is
     # published (mines: discovery to production), the total
@@ -217,11 +231,14 @@ def compile_responses(dataset: Dataset, scenario: Scenario, net: Network,
     lead = _by_stage_country(leads, "months", countries, notes, "lead_months")
     cap_spec = spec.capacity
     scale = cap_spec.lead_time_scale if cap_spec is not None else 1.0
-    lead_months = np.round(np.nan_to_num(lead, nan=float(np.nanmax(lead))) * scale).astype(int)
+    lead_months = np.maximum(1, np.round(np.nan_to_num(lead, nan=float(np.nanmax(lead)))
+                                         * scale)).astype(int)
     ramp = np.array([parameter(dataset, f"capacity_rampup_months_{s}") for s in BUILD_STAGES])
     build = np.zeros((3, n_c), dtype=bool)
     target = np.full(3, np.nan)
     if cap_spec is not None:
+        for j, code in enumerate(cap_spec.build_in):
+            _modelled(code, f"responses.capacity.build_in[{j}]", net)
         for s, stage in enumerate(BUILD_STAGES):
             if stage in cap_spec.stages:
                 build[s] = [c in cap_spec.build_in for c in countries]
@@ -240,6 +257,11 @@ def compile_responses(dataset: Dataset, scenario: Scenario, net: Network,
 
     # price floors
     floors = spec.price_floors
+    for f, fl in enumerate(floors):
+        if fl.item not in net.items:
+            raise ResponseDataError(f"responses.price_floors[{f}].item (value {fl.item!r}): has "
+                                    "no base-year price in prices.csv (a floor needs a market "
+                                    "price)")
     floor_active = np.zeros((n_t, len(floors)), dtype=bool)
     for f, fl in enumerate(floors):
         t0 = month_index(scenario.start, fl.start)
@@ -298,16 +320,16 @@ def compile_responses(dataset: Dataset, scenario: Scenario, net: Network,
                                    if "NdPr_oxide" in net.items else -1, -1]),
         ndpr=ndpr, feed_ndpr_share=_feed_ndpr_share(net, ndpr, market),
         residue_t_per_t=residue[0], thorium_kg_per_t=residue[1],
-        revenue_basis=revenue_basis, feed_composition=_feed_composition(net),
+
         floor_item=np.array([list(net.items).index(fl.item) for fl in floors], int),
-        floor_country=np.array([countries.index(fl.country) if fl.country in countries
-                                else countries.index("ROW") for fl in floors], int),
+        floor_country=np.array([_modelled(fl.country, f"responses.price_floors[{f}].country",
+                                          net) for f, fl in enumerate(floors)], int),
         floor_value=np.array(floor_value, float), floor_active=floor_active,
         floor_elements=np.array([[e in item_el[fl.item] for e in elements] for fl in floors],
                                 dtype=bool).reshape(len(floors), len(elements)),
         sp_ids=tuple(s.holder for s in sp),
-        sp_country=np.array([countries.index(s.country) if s.country in countries
-                             else countries.index("ROW") for s in sp], int),
+        sp_country=np.array([_modelled(s.country, f"responses.stockpiles[{k}].country", net)
+                             for k, s in enumerate(sp)], int),
         sp_magnet=sp_magnet, sp_index=sp_index, sp_item=sp_item,
         sp_initial=initial,
         sp_target=np.array([initial[k] if s.target_tonnes is None else s.target_tonnes
@@ -333,21 +355,13 @@ def _feed_ndpr_share(net: Network, ndpr: np.ndarray, market: np.ndarray) -> floa
     return float(mined[:, ndpr].sum() / total) if total > 0 else 0.0
 
 
-def _feed_composition(net: Network) -> np.ndarray:
-    """[C, E] element shares of the concentrate each country receives in the first month (its
-    separators' feed); countries that receive none take the world's mined mix."""
-    mined = net.mine_capacity[0][:, None] * net.mine_composition  # [X, E]
-    feed = np.einsum("xc,xe->ce", net.conc_shares, mined)
-    world = mined.sum(axis=0) / max(mined.sum(), 1e-12)
-    total = feed.sum(axis=1, keepdims=True)
-    return np.where(total > 1e-12, feed / np.maximum(total, 1e-12), world[None])
-
-
 def _monthly_use(net: Network, spec, magnet: bool, index: int) -> float:
     """The holder country's base-year use of a stockpile's item [t/month]: magnets of the grade
     by its sectors, or the element in magnets and other uses."""
     countries = list(net.countries)
-    c = countries.index(spec.country) if spec.country in countries else countries.index("ROW")
+    c = countries.index(spec.country) if spec.country in countries else -1
+    if c < 0:
+        return 0.0
     need = net.magnet_need[0, c]  # [S] t magnet / month
     if magnet:
         return float(need[net.sector_grade == index].sum())
@@ -393,12 +407,11 @@ def _triggers(dataset: Dataset, scenario: Scenario, net: Network,
                 f"responses.triggers[{k}].when.item (value {trig.when.item!r}): has no "
                 f"base-year price in prices.csv")
 
-    def country(code: str | None) -> int:
-        if code is None:
-            return -1
-        return countries.index(code) if code in countries else countries.index("ROW")
+    def country(code: str | None, field: str) -> int:
+        return -1 if code is None else _modelled(code, field, net)
 
     rule_active = np.zeros((n_t, k_n), dtype=bool)
+    conc = np.ones((k_n, n_c, n_c))
     refined = np.ones((k_n, n_c, n_c, n_e))
     magnet = np.ones((k_n, n_c, n_c, n_g))
     for k, trig in enumerate(triggers):
@@ -409,16 +422,19 @@ def _triggers(dataset: Dataset, scenario: Scenario, net: Network,
                 day = dt.date(int(label[:4]), int(label[5:7]), 15)
                 rule_active[t, k] = rule.active_on(day)
         if act.type == "trade_restriction":
-            x = country(act.exporter)
+            where = f"responses.triggers[{k}].then"
+            x = country(act.exporter, f"{where}.exporter")
             dests = ([c for c in range(n_c) if c != x] if act.importers == "all"
-                     else [country(c) for c in act.importers if country(c) != x])
-            codes = (items.index[items["stage"] != "mining"].tolist() if act.items == "all"
-                     else act.items)
+                     else [country(c, f"{where}.importers[{j}]")
+                           for j, c in enumerate(act.importers)])
+            codes = items.index.tolist() if act.items == "all" else act.items
             keep = 1.0 - act.fraction
             for code in codes:
                 row = items.loc[code]
                 for c in dests:
-                    if row["stage"] == "magnet" and isinstance(row["magnet_grade"], str):
+                    if row["stage"] == "mining":
+                        conc[k, x, c] = min(conc[k, x, c], keep)
+                    elif row["stage"] == "magnet" and isinstance(row["magnet_grade"], str):
                         g = list(net.grades).index(row["magnet_grade"])
                         magnet[k, x, c, g] = min(magnet[k, x, c, g], keep)
                     elif row["stage"] in ("separation", "metal"):
@@ -434,11 +450,14 @@ def _triggers(dataset: Dataset, scenario: Scenario, net: Network,
         threshold=np.array([float(getattr(t.when, t.when.kind)) if t.when.kind not in (
             "rule_in_force", "fired") else 0.0 for t in triggers]),
         rule_active=rule_active,
-        country=np.array([country(t.when.country) for t in triggers]),
+        country=np.array([country(t.when.country, f"responses.triggers[{k}].when.country")
+                          for k, t in enumerate(triggers)]),
         sector_mask=np.array([[t.when.sectors == "all" or s in t.when.sectors for s in sectors]
                               for t in triggers], dtype=bool),
-        exporter=np.array([country(t.when.exporter) for t in triggers]),
-        importer=np.array([country(t.when.importer) for t in triggers]),
+        exporter=np.array([country(t.when.exporter, f"responses.triggers[{k}].when.exporter")
+                           for k, t in enumerate(triggers)]),
+        importer=np.array([country(t.when.importer, f"responses.triggers[{k}].when.importer")
+                           for k, t in enumerate(triggers)]),
         item=np.array([list(net.items).index(t.when.item) if t.when.item in net.items else -1
                        for t in triggers]),
         market=np.array([0 if t.when.market == "china" else 1 for t in triggers]),
@@ -450,7 +469,7 @@ def _triggers(dataset: Dataset, scenario: Scenario, net: Network,
         delay_months=delay,
         duration_months=np.array([NEVER if t.then.months is None else t.then.months
                                   for t in triggers]),
-        restrict_refined=refined, restrict_magnet=magnet,
+        restrict_conc=conc, restrict_refined=refined, restrict_magnet=magnet,
         release_holder=np.array([holders.index(t.then.holder) if t.then.holder else -1
                                  for t in triggers]),
     )

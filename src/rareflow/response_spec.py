@@ -106,7 +106,9 @@ class CapacitySpec(_Strict):
 
     Every January, for each stage and each country in ``build_in``, firms commit new capacity
     when the expected ex-China price of the stage's product exceeds ``hurdle`` times the cost
-    of supply there (less ``subsidy_share`` of capital cost), sized to the ex-China gap of the
+    of supply there, lowered by ``subsidy_share`` (an approximation: the data give no split of
+    the cost of supply into capital and operating parts on one basis), sized to the ex-China gap
+    of the
     last year net of capacity already committed; a ``target_share`` commits, regardless of
     price, what the build-in countries need to supply that share of ex-China use. Capacity
     arrives after the stage's permitting and construction time (data/lead_times.csv) and ramps
@@ -118,7 +120,8 @@ class CapacitySpec(_Strict):
     stages: list[Literal["mining", "separation", "magnet"]] = Field(
         default_factory=lambda: list(BUILD_STAGES))
     subsidy_share: float = Field(0.0, ge=0, le=1, description="Share of capital cost paid by "
-                                 "governments [-]; lowers the cost the price must cover.")
+                                 "governments [-]; the price test lowers the cost of supply "
+                                 "by the same share (an approximation).")
     target_share: dict[Literal["mining", "separation", "magnet"], float] = Field(
         default_factory=dict, description="Stage -> share of ex-China use to be supplied by "
         "the build-in countries (a policy target, e.g. the EU CRMA 40% processing "
@@ -315,9 +318,15 @@ def check_responses(responses: Responses, scenario, dataset) -> list[str]:
             need(f"{base}.capacity.build_in[{j}]", code, countries, "country code")
     option_ids = (set(dataset.substitution_options["option_id"])
                   if "substitution_options" in dataset.tables else set())
+    options = (dataset.substitution_options.set_index("option_id")
+               if "substitution_options" in dataset.tables else None)
     for code, value in responses.substitution_triggers.items():
         need(f"{base}.substitution_triggers", code, option_ids,
              "option_id of data/substitution_options.csv")
+        if code in option_ids and options.loc[code, "reduction_share"] != options.loc[
+                code, "reduction_share"]:  # NaN
+            errors.append(f"{base}.substitution_triggers.{code}: the option has no reduction "
+                          "share in data/substitution_options.csv, so a trigger would do nothing")
         if value <= 0:
             errors.append(f"{base}.substitution_triggers.{code} (value {value}): a price "
                           "multiple must be above 0")
@@ -356,6 +365,16 @@ def check_responses(responses: Responses, scenario, dataset) -> list[str]:
             need(f"{where}.when.rule_in_force", c.rule_in_force, rules,
                  "rule_id of data/policies.csv")
         in_horizon(f"{where}.when.watch_from", c.watch_from)
+        if c.fired is not None and c.fired == trig.id:
+            errors.append(f"{where}.when.fired (value {c.fired!r}): a trigger cannot wait for "
+                          "itself")
+        if c.exporter is not None and c.exporter == c.importer:
+            errors.append(f"{where}.when.importer (value {c.importer!r}): must differ from the "
+                          "exporter")
+        if (a.type == "trade_restriction" and a.importers != "all"
+                and a.exporter in a.importers):
+            errors.append(f"{where}.then.importers (value {a.exporter!r}): the exporter cannot "
+                          "restrict its own market")
         if c.fired is not None and c.fired not in ids:
             errors.append(f"{where}.when.fired (value {c.fired!r}): not a trigger id of this "
                           "scenario")
@@ -375,10 +394,6 @@ def check_responses(responses: Responses, scenario, dataset) -> list[str]:
             if a.items != "all":
                 for k, code in enumerate(a.items):
                     need(f"{where}.then.items[{k}]", code, set(items.index), "item code")
-                    if code in items.index and items.loc[code, "stage"] == "mining":
-                        errors.append(f"{where}.then.items[{k}] (value {code!r}): triggers "
-                                      "restrict refined and magnet items only (concentrate "
-                                      "restrictions are scenario events)")
         if a.type == "stockpile_release" and a.holder not in holders:
             errors.append(f"{where}.then.holder (value {a.holder!r}): not a holder of "
                           f"{base}.stockpiles")

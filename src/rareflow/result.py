@@ -120,7 +120,11 @@ def _response_variables(net: Network, raw: dict, responses, coords: dict) -> dic
                          {"units": "t per month in use (new capacity and shutdowns "
                                    "included): REO (mining, separation feed), magnet"}),
         "capacity_new": (("run", "month", "capacity_stage", "country"), raw["capacity_new"],
-                         {"units": "t per month of capacity decided inside the model"}),
+                         {"units": "t per month of capacity decided inside the model, in "
+                                   "place (ramping) that month"}),
+        "capacity_committed": (("run", "capacity_stage", "country"), raw["capacity_committed"],
+                               {"units": "t per month of capacity committed over the horizon, "
+                                         "arrived or not"}),
         "policy_cost": (("run", "month", "policy_cost_kind"), raw["policy_cost"],
                         {"units": "US$ per month paid by governments"}),
         "recycled": (("run", "month", "recycling"), raw["recycled"],
@@ -354,6 +358,8 @@ class Result:
             for stage in d["capacity_stage"].values:
                 out[f"new_capacity_t_per_year.{stage}"] = 12.0 * d["capacity_new"].sel(
                     capacity_stage=stage).isel(month=-1).sum("country").values
+                out[f"committed_capacity_t_per_year.{stage}"] = 12.0 * d[
+                    "capacity_committed"].sel(capacity_stage=stage).sum("country").values
             if "trigger_fired_month" in d:
                 for trig in d["trigger"].values:
                     out[f"trigger_fired_month.{trig}"] = d["trigger_fired_month"].sel(
@@ -389,6 +395,8 @@ class Result:
             "headline": headline,
             "checks": self.checks(),
         }
+        if attrs.get("notes"):
+            out["notes"] = json.loads(attrs["notes"])
         if labels:
             out["parameters"] = {label: _scalar_bands(values[:, k])
                                  for k, label in enumerate(labels)}

@@ -45,7 +45,8 @@ class TriggerInputs:
     watch_from: np.ndarray  # [K] first month index the condition is watched
     delay_months: np.ndarray  # [K] >= 1
     duration_months: np.ndarray  # [K] NEVER when open-ended
-    restrict_refined: np.ndarray  # [K, X, C, E] share of the flow let through while active
+    restrict_conc: np.ndarray  # [K, X, C] share of the flow let through while active
+    restrict_refined: np.ndarray  # [K, X, C, E]
     restrict_magnet: np.ndarray  # [K, X, C, G]
     release_holder: np.ndarray  # [K] stockpile index forced to release, -1 if none
 
@@ -103,6 +104,10 @@ class TriggerState:
             first = (self.fired_month[:, k] == NEVER) & (self.held[:, k] >= inp.for_months[k])
             self.fired_month[:, k] = np.where(first, t, self.fired_month[:, k])
 
+    def conc_multiplier(self, t: int) -> np.ndarray | None:
+        """[R, X, C] product of the active concentrate restrictions, or None."""
+        return self._multiplier(t, self.inputs.restrict_conc)
+
     def refined_multiplier(self, t: int) -> np.ndarray | None:
         """[R, X, C, E] product of the active restrictions, or None when there are none."""
         return self._multiplier(t, self.inputs.restrict_refined)
@@ -116,8 +121,9 @@ class TriggerState:
         if not restricting or not active[:, restricting].any():
             return None
         out = np.ones((active.shape[0], *masks.shape[1:]))
+        trailing = (1,) * (masks.ndim - 1)
         for k in restricting:
-            out = out * np.where(active[:, k, None, None, None], masks[k][None], 1.0)
+            out = out * np.where(active[:, k].reshape(-1, *trailing), masks[k][None], 1.0)
         return out
 
     def forced_release(self, t: int, holders: int) -> np.ndarray:

@@ -120,6 +120,12 @@ def _response_brief(summary: dict) -> list[str]:
                      "the horizon (price floors, stockpile purchases, capital subsidies).")
     built = {k.split(".", 1)[1]: v["p50"] for k, v in head.items()
              if k.startswith("new_capacity_t_per_year.") and (v["p50"] or 0) > 0}
+    committed = {k.split(".", 1)[1]: v["p50"] for k, v in head.items()
+                 if k.startswith("committed_capacity_t_per_year.") and (v["p50"] or 0) > 0}
+    if committed:
+        lines.append("Capacity committed in the model: "
+                     + ", ".join(f"{s} {v:,.0f} t/yr" for s, v in committed.items())
+                     + " (what has not arrived by the end is still being permitted or built).")
     if built:
         lines.append("Capacity decided in the model and in place at the end: "
                      + ", ".join(f"{s} {v:,.0f} t/yr" for s, v in built.items())

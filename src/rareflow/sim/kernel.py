@@ -48,24 +48,24 @@ def _shift_exporter_shares(
 ) -> np.ndarray:
     """Exporters' destination shares relax, at ``rate`` per month, toward an open target.
 
-    shares [R,X,C] (rows sum to one), base [X,C] baseline shares, allowed [X,C], spare [R,C]
-    spare separation capacity. The target is the baseline shares of the destinations still open;
-    when every baseline foreign destination is closed, it is the open foreign destinations
-    weighted by their spare capacity, or home if none has any. When a restriction ends the same
-    rule brings the shares back to the baseline.
+    shares [R,X,C] (rows sum to one), base [X,C] baseline shares, allowed [1|R,X,C], spare
+    [R,C] spare separation capacity. The target is the baseline shares of the destinations
+    still open; when every baseline foreign destination is closed, it is the open foreign
+    destinations weighted by their spare capacity, or home if none has any. When a restriction
+    ends the same rule brings the shares back to the baseline.
     """
     n = shares.shape[1]
     eye = np.eye(n, dtype=bool)
-    open_base = base * allowed
-    foreign_open = (open_base * ~eye).sum(axis=1)  # [X]
-    foreign_base = (base * ~eye).sum(axis=1)
-    by_base = _div(open_base, open_base.sum(axis=1, keepdims=True))[None]  # [1,X,C]
-    by_spare = spare[:, None, :] * allowed[None] * ~eye[None]
+    open_base = base[None] * allowed  # [1|R,X,C]
+    foreign_open = (open_base * ~eye).sum(axis=2)  # [1|R,X]
+    foreign_base = (base * ~eye).sum(axis=1)  # [X]
+    by_base = _div(open_base, open_base.sum(axis=2, keepdims=True))  # [1|R,X,C]
+    by_spare = spare[:, None, :] * allowed * ~eye[None]
     spare_total = by_spare.sum(axis=2, keepdims=True)
     home = np.broadcast_to(eye[None].astype(float), by_spare.shape)
     by_spare = np.where(spare_total > _EPS, _div(by_spare, spare_total), home)
-    stranded = (foreign_base > _EPS) & (foreign_open <= _EPS)  # all foreign outlets closed
-    target = np.where(stranded[None, :, None], by_spare, by_base)
+    stranded = (foreign_base[None] > _EPS) & (foreign_open <= _EPS)  # all foreign outlets closed
+    target = np.where(stranded[:, :, None], by_spare, by_base)
     return shares + rate * (target - shares)
 
 
@@ -180,18 +180,10 @@ def simulate_arrays(
         before = (conc_stock.sum(axis=(1, 2)), refined_stock.sum(axis=(1, 2)),
                   magnet_stock.sum(axis=(1, 2)), user_stock.sum(axis=(1, 2)))
 
-        # 0. this month's capacities (responses: new capacity, shutdowns)
-        if resp is None:
-            mine_cap, sep_cap, mag_cap = (net.mine_capacity[t][None], net.sep_capacity[t][None],
-                                          net.magnet_capacity[t][None])
-        else:
-            mine_cap, sep_cap, mag_cap = resp.capacity(
-                t, (net.mine_capacity[t], net.sep_capacity[t], net.magnet_capacity[t]))
-            need_factor, oxide_factor = resp.need_factors()
-            content = resp.content()
-            rel_m, buy_m, rel_o, buy_o, sp_release, sp_buy = resp.stockpile_actions(
-                t, prices.multiple, g_n, e_n)
-
+        # 0. this month's capacities: the network's, projects shifted per run, then (responses)
+        # new capacity decided in the model and shutdowns
+        mine_cap, sep_cap, mag_cap = (net.mine_capacity[t][None], net.sep_capacity[t][None],
+                                      net.magnet_capacity[t][None])
         if pipeline_shift:
             # projects outside China come late (delay) and not all of them (completion)
             pipe = net.pipeline_capacity
@@ -199,12 +191,22 @@ def simulate_arrays(
             mine_cap, sep_cap, mag_cap = (
                 cap + completion * late[s] - pipe[s, t][None]
                 for s, cap in enumerate((mine_cap, sep_cap, mag_cap)))
+        if resp is not None:
+            mine_cap, sep_cap, mag_cap = resp.capacity(t, (mine_cap, sep_cap, mag_cap))
+            need_factor, oxide_factor = resp.need_factors()
+            content = resp.content()
+            rel_m, buy_m, rel_o, buy_o, sp_release, sp_buy = resp.stockpile_actions(
+                t, prices.multiple, g_n, e_n)
 
         # 1. mining and concentrate shipments
         mined = mine_cap[:, :, None] * net.mine_composition[None] * mine_scale
-        allowed_c = ctl.allowed_conc[t] if pol is None else ctl.allowed_conc[t] * pol.closed_conc[t]
-        shares = conc_shares * allowed_c[None]
-        shares[:, idx, idx] += (conc_shares * (1.0 - allowed_c)[None]).sum(axis=2)
+        allowed_c = (ctl.allowed_conc[t] if pol is None
+                     else ctl.allowed_conc[t] * pol.closed_conc[t])[None]  # [1|R,X,C]
+        if resp is not None and resp.triggers is not None:
+            trig_c = resp.triggers.conc_multiplier(t)
+            allowed_c = allowed_c if trig_c is None else allowed_c * trig_c
+        shares = conc_shares * allowed_c
+        shares[:, idx, idx] += (conc_shares * (1.0 - allowed_c)).sum(axis=2)
         # Countries that cannot separate offer their held concentrate again with new output.
         no_separation = sep_cap <= _EPS  # [1|R, C]
         offered = mined + conc_stock * no_separation[:, :, None]
@@ -364,7 +366,7 @@ def simulate_arrays(
             refined_pref, np.einsum("rxck->rxc", ref_requested), rtrade * ~eye[None],
             spare_ref, allowed_r.max(axis=3), switching,
         )
-        if resp is None:
+        if resp is None or not responses.prices:
             price = prices.update(refined_need, received)
         else:
             # refined material export rules and triggers kept at home: the requests buyers
@@ -433,8 +435,10 @@ def simulate_arrays(
                 out["demand_factor"][:, t, m] = _div(
                     (need_factor[:, in_market] * base_need[None]).sum(axis=(1, 2)),
                     np.full(r, base_need.sum()), fill=1.0)
-            new_share = _div(new[:, 1], np.broadcast_to(sep_cap, new[:, 1].shape))
-            new_output = separated.sum(axis=2) * np.minimum(new_share, 1.0)  # [R, C]
+            # output of the new separation capacity, used after the existing capacity
+            new_in_use = np.minimum(new[:, 1], sep_cap)
+            new_feed = np.clip(take.sum(axis=2) - (sep_cap - new_in_use), 0.0, new_in_use)
+            new_output = new_feed * net.sep_recovery  # [R, C] t REO
             inp = resp.inp
             out["residue"][:, t, 0] = new_output @ inp.residue_t_per_t
             out["residue"][:, t, 1] = new_output @ inp.thorium_kg_per_t
@@ -478,6 +482,8 @@ def simulate_arrays(
         ])
         if progress is not None:
             progress(t + 1, t_n)
+    if resp is not None:
+        out["capacity_committed"] = resp.committed.copy()
     if resp is not None and resp.triggers is not None:
         fired = resp.triggers.fired_month.astype(float)
         out["trigger_fired_month"] = np.where(fired >= NEVER, np.nan, fired)

@@ -106,8 +106,6 @@ class ResponseInputs:
     feed_ndpr_share: float  # [-] Nd + Pr share of the REO mined outside China (base month)
     residue_t_per_t: np.ndarray  # [C] t residue per t REO separated
     thorium_kg_per_t: np.ndarray  # [C]
-    revenue_basis: np.ndarray  # [3, C] 1: NdPr price, 0: value of the country's REO basket
-    feed_composition: np.ndarray  # [C, E] element shares of the REO each country separates
     # price floors (F)
     floor_item: np.ndarray  # [F]
     floor_country: np.ndarray  # [F]
@@ -164,7 +162,8 @@ class ResponseState:
         self.gap = np.zeros((r, N_BUILD))  # 12-month average ex-China gap, capacity units
         self.use = np.zeros((r, N_BUILD))  # 12-month average ex-China use, capacity units
         self.level = np.broadcast_to(inp.sp_initial, (r, inp.holders)).astype(float).copy()
-        self.short_share = np.zeros((r, c, s))
+        self.last_short = np.zeros((r, c, s))  # last month's shortfall and need [R, C, S]
+        self.last_need = np.zeros((r, c, s))
         self.triggers = (TriggerState.start(inp.triggers, r) if inp.triggers is not None
                          and inp.triggers.count else None)
         self.n_items = n_items
@@ -210,10 +209,10 @@ class ResponseState:
     # ---- capacity -------------------------------------------------------------------------
     def capacity(self, t: int, base: tuple[np.ndarray, np.ndarray, np.ndarray]
                  ) -> list[np.ndarray]:
-        """This month's capacity [R, C] per stage: base plus new, times utilisation."""
+        """This month's capacity [R, C] per stage: base [1|R, C] plus new, times utilisation."""
         out = []
         for s, cap in enumerate(base):
-            total = cap[None] + self.added[:, s, t]
+            total = cap + self.added[:, s, t]
             if self.inp.shutdown:
                 total = total * self.utilisation[:, s]
             out.append(total)
@@ -238,7 +237,9 @@ class ResponseState:
         if h == 0:
             return rel_m, buy_m, rel_o, buy_o, np.zeros((r, 0)), np.zeros((r, 0))
         on = t >= inp.sp_start  # [H]
-        short = (self.short_share[:, inp.sp_country, :] * inp.sp_sectors[None]).max(axis=2)
+        # shortfall share of the named sectors together (as trigger conditions measure it)
+        short = _div((self.last_short[:, inp.sp_country, :] * inp.sp_sectors[None]).sum(axis=2),
+                     (self.last_need[:, inp.sp_country, :] * inp.sp_sectors[None]).sum(axis=2))
         release_due = short > inp.sp_threshold[None]
         if self.triggers is not None:
             release_due |= self.triggers.forced_release(t, h)
@@ -318,7 +319,7 @@ class ResponseState:
         capacities [mine, sep, magnet] [R,C]; composition [C,E]; magnet_trade [R,X,C].
         """
         inp = self.inp
-        self.short_share = _div(shortfall, need)
+        self.last_short, self.last_need = shortfall, need
         grade_mult = self.grade_multiple(multiple)  # [R,2,G]
         g = np.maximum(self.sector_grade, 0)
         sector_mult = np.where(self.magnet_sector[None, None], grade_mult[:, :, g], 1.0)
@@ -393,18 +394,17 @@ class ResponseState:
         return records
 
     def _revenue(self, multiple, price, composition) -> np.ndarray:
-        """Ex-China price [R, 3, C] each stage's producers get (US$/kg of their product)."""
+        """Ex-China price [R, 3, C] each stage's producers get: mines the value of their REO
+        basket (US$/kg REO), separators the NdPr oxide price (the basis of every separation
+        cost used), magnet makers none (NaN: no magnet price in the model)."""
         inp = self.inp
         r, c = self.r, composition.shape[0]
         out = np.full((r, N_BUILD, c), np.nan)
-        basket = inp.feed_composition * inp.element_base_price[None]  # [C, E] US$/kg REO
-        reo = np.einsum("ce,re->rc", basket, multiple[:, 1])
-        out[:, 0] = reo
-        out[:, 1] = reo
+        basket = composition * inp.element_base_price[None]  # [C, E] US$/kg REO at base
+        out[:, 0] = np.einsum("ce,re->rc", basket, multiple[:, 1])
         item = inp.stage_price_item[1]
         if item >= 0:
-            ndpr = np.broadcast_to(price[:, item, 1][:, None], reo.shape)
-            out[:, 1] = np.where(inp.revenue_basis[1][None] == 1, ndpr, reo)
+            out[:, 1] = price[:, item, 1][:, None]
         return out
 
     def _decide(self, t: int, capacities: list[np.ndarray]) -> np.ndarray:
