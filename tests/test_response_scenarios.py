@@ -175,3 +175,25 @@ def test_errors_name_field_value_and_rule(dataset):
             {"holder": "A", "country": "USA", "item": "NdFeB_std", "tonnes": 1,
              "days_of_cover": 2}]}})
     assert "tonnes or as days_of_cover, not both" in str(info.value)
+    # codes that exist but cannot act: Japan is inside ROW in 2024, a magnet has no price,
+    # a trigger waiting for itself, an exporter restricting its own market
+    raw = {"name": "x", "responses": {
+        "price_floors": [{"item": "NdPr_oxide", "country": "JPN", "start": "2025-01"}],
+        "triggers": [{"id": "t", "when": {"fired": "t"},
+                      "then": {"type": "trade_restriction", "exporter": "CHN",
+                               "importers": ["CHN"]}}]}}
+    with pytest.raises(ScenarioError) as info:
+        simulate(dataset, scenario_from_dict(raw))
+    text = "\n".join(info.value.errors)
+    assert "responses.triggers[0].when.fired (value 't'): a trigger cannot wait" in text
+    assert "responses.triggers[0].then.importers (value 'CHN')" in text
+    raw["responses"].pop("triggers")
+    with pytest.raises(ScenarioError) as info:
+        simulate(dataset, scenario_from_dict(raw))
+    assert ("responses.price_floors[0].country (value 'JPN'): not modelled separately"
+            in str(info.value))
+    raw["responses"]["price_floors"] = [{"item": "NdFeB_std", "start": "2025-01"}]
+    with pytest.raises(ScenarioError) as info:
+        simulate(dataset, scenario_from_dict(raw))
+    assert "responses.price_floors[0].item (value 'NdFeB_std'): has no base-year price" in str(
+        info.value)
