@@ -202,6 +202,20 @@ def test_sweep_resumes_after_being_killed(tmp_path):
         assert summary["headline"][key] == pytest.approx(direct["headline"][key], rel=1e-6)
 
 
+def test_sweep_resume_removes_half_written_batches(tmp_path):
+    # a killed sweep can leave a temporary file behind; the next run deletes it and redoes the
+    # batch (the temporary name never counts as done)
+    from rareflow.sweep import run_sweep
+
+    out = tmp_path / "sweep"
+    (out / "batches").mkdir(parents=True)
+    leftover = out / "batches" / ".batch_00000.999.tmp.npz"
+    leftover.write_bytes(b"half written")
+    summary = run_sweep(out, SC, runs=2, seed=5, batch_size=2)
+    assert not leftover.exists()
+    assert summary is not None and summary["runs"] == 2
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -90,6 +90,15 @@ def prepare(directory: Path, scenario: Scenario, runs: int, seed: int,
     return values, batches(runs, batch_size)
 
 
+def _remove_leftovers(directory: Path) -> None:
+    """Delete half-written files a killed sweep left behind (``.batch_*.tmp.npz``): each batch
+    is written to a temporary name and renamed when complete, so these never count as done."""
+    batch_dir = directory / "batches"
+    if batch_dir.is_dir():
+        for leftover in batch_dir.glob(".batch_*.tmp.npz"):
+            leftover.unlink(missing_ok=True)
+
+
 def missing_batches(directory: Path, parts: list[slice]) -> list[int]:
     return [i for i in range(len(parts)) if not _batch_path(directory, i).is_file()]
 
@@ -113,6 +122,7 @@ def run_sweep(
 
     directory = Path(directory)
     values, parts = prepare(directory, scenario, runs, seed, batch_size)
+    _remove_leftovers(directory)
     todo = missing_batches(directory, parts)
     if max_batches is not None:
         todo = todo[:max_batches]
