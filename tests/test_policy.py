@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,20 @@ def test_review_hazards_match_the_lognormal():
     # median one month: half decided within the first month
     assert h[0, 0] == pytest.approx(0.5, abs=1e-6)
     assert h[-1, 0] == 1.0
+    # later ages from the lognormal worked out here: sigma = ln(p90/median)/z90, the share
+    # decided in month a among those still waiting is (F(a+1) - F(a)) / (1 - F(a))
+    from scipy.stats import lognorm
+
+    median, p90 = 1.5, 4.0
+    sigma = math.log(p90 / median) / 1.2816
+    cdf = lognorm(s=sigma, scale=median).cdf
+    h = review_hazards(np.array([median]), np.array([p90]))
+    for age in (1, 2, 5):
+        expected = (cdf(age + 1) - cdf(age)) / (1 - cdf(age))
+        assert h[age, 0] == pytest.approx(expected, rel=1e-3), age
+    # the queue built from these hazards decides about 90% of a cohort by the p90 month
+    survive = np.cumprod(1 - h[:, 0])
+    assert 1 - survive[3] == pytest.approx(cdf(4.0), rel=1e-3)
 
 
 # ---- scenarios ------------------------------------------------------------------------------

@@ -90,9 +90,23 @@ def test_limits(client):
     ids = [client.post("/api/runs", json={"scenario": "baseline", "runs": 3}).json()["id"]
            for _ in range(2)]
     assert client.post("/api/runs", json={"scenario": "baseline"}).status_code == 429
-    assert client.post(f"/api/runs/{ids[1]}/cancel").status_code in (200, 409)
     for run_id in ids:
         _wait(client, run_id, timeout=300)
+    # a finished run cannot be cancelled
+    assert client.post(f"/api/runs/{ids[0]}/cancel").status_code == 409
+
+
+def test_cancelling_a_queued_run(tmp_path):
+    # one worker: the second run waits in the queue behind a first run of several seconds, so
+    # the cancel reaches it before it starts, and it ends as cancelled without a result
+    app = create_app(tmp_path / "store", max_runs=50, max_active=2, workers=1)
+    with TestClient(app) as c:
+        first = c.post("/api/runs", json={"scenario": "history-2025", "runs": 20}).json()["id"]
+        second = c.post("/api/runs", json={"scenario": "baseline", "runs": 1}).json()["id"]
+        assert c.post(f"/api/runs/{second}/cancel").status_code == 200
+        assert _wait(c, second, timeout=300)["status"] == "cancelled"
+        assert c.get(f"/api/runs/{second}/summary").status_code == 409  # no result
+        assert _wait(c, first, timeout=300)["status"] == "done"
 
 
 def test_token_required_when_set(tmp_path):

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,10 @@ from rareflow.sim.kernel import INVENTORY_STAGES, LICENCE_STATS, STAGES
 from rareflow.sim.network import Network
 
 PERCENTILES = (5, 50, 95)
+#: The netCDF/HDF5 C library is not thread-safe: two runs writing result.nc from the web
+#: server's worker threads at once crashed the process (segmentation fault). Every read and
+#: write of a netCDF file in rareflow holds this lock.
+NETCDF_LOCK = threading.Lock()
 MARKETS = ("china", "ex_china")
 TRADE_STAGES = ("concentrate", "refined", "magnet")
 #: A month counts as short when the world shortfall exceeds this share of need (numerical noise
@@ -406,7 +411,8 @@ class Result:
 
     # ---- persistence ---------------------------------------------------------------------------
     def to_netcdf(self, path: str | Path) -> None:
-        self.data.to_netcdf(path)
+        with NETCDF_LOCK:
+            self.data.to_netcdf(path)
 
     def to_parquet(self, directory: str | Path) -> None:
         """One Parquet file per variable, in long (tidy) form."""

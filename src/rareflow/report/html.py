@@ -297,7 +297,10 @@ def write_report(run_dir: str | Path, dataset: Dataset, out: str | Path | None =
     summary = json.loads((run_dir / "summary.json").read_text())
     scenario = json.loads((run_dir / "scenario.json").read_text()) if (
         run_dir / "scenario.json").is_file() else {}
-    data = xr.load_dataset(run_dir / "result.nc")
+    from rareflow.result import NETCDF_LOCK
+
+    with NETCDF_LOCK:
+        data = xr.load_dataset(run_dir / "result.nc")
     exposure = json.loads((run_dir / "exposure.json").read_text()) if (
         run_dir / "exposure.json").is_file() else None
     html = render(data, summary, scenario, dataset, exposure)
