@@ -192,8 +192,23 @@ def test_errors_name_field_value_and_rule(dataset):
         simulate(dataset, scenario_from_dict(raw))
     assert ("responses.price_floors[0].country (value 'JPN'): not modelled separately"
             in str(info.value))
-    raw["responses"]["price_floors"] = [{"item": "NdFeB_std", "start": "2025-01"}]
+    raw["responses"]["price_floors"] = [{"item": "NdFeB_std", "start": "2025-01",
+                                         "floor_usd_per_kg": 80}]
     with pytest.raises(ScenarioError) as info:
         simulate(dataset, scenario_from_dict(raw))
     assert "responses.price_floors[0].item (value 'NdFeB_std'): has no base-year price" in str(
         info.value)
+    # the US$110/kg default is NdPr's: other items need their own floor
+    raw["responses"]["price_floors"] = [{"item": "La2O3", "start": "2025-01"}]
+    with pytest.raises(ScenarioError) as info:
+        simulate(dataset, scenario_from_dict(raw))
+    assert "responses.price_floors[0].floor_usd_per_kg: required for item 'La2O3'" in str(
+        info.value)
+    # triggers waiting for each other can never fire
+    raw["responses"] = {"triggers": [
+        {"id": "a", "when": {"fired": "b"}, "then": {"type": "stockpile_release", "holder": "h"}},
+        {"id": "b", "when": {"fired": "a"}, "then": {"type": "stockpile_release", "holder": "h"}}],
+        "stockpiles": [{"holder": "h", "country": "USA", "item": "NdFeB_std", "tonnes": 1}]}
+    with pytest.raises(ScenarioError) as info:
+        simulate(dataset, scenario_from_dict(raw))
+    assert "waits in a cycle (a -> b -> a)" in str(info.value)

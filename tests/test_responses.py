@@ -368,3 +368,24 @@ def test_trigger_can_block_concentrate():
     out = simulate_arrays(net, controls(net), responses=neutral(net, triggers=trig))
     np.testing.assert_allclose(out["conc_trade"][0, :, 0, 1], [50, 50, 50, 0, 0, 0])
     assert out["balance_error"].max() < 1e-12
+
+
+def test_one_option_over_several_sectors_cuts_its_grade_by_its_reduction_share():
+    # two sectors share grade G, each a quarter of the world's use of G in each market; one
+    # option (same data row) adopted by all of them cuts G's Nd by its 50%, not by
+    # 1 - (1 - 0.25)^2 as two separate options would
+    from rareflow.sim.responses import ResponseState
+
+    net = two_country_network(months=2)
+    inp = neutral(net, opt_sector=np.array([0, 1]), opt_element=np.array([0, 0]),
+                  opt_reduction=np.array([0.5, 0.5]), opt_max=np.array([1.0, 1.0]),
+                  opt_delay=np.array([1.0, 1.0]), opt_ramp=np.array([1.0, 1.0]),
+                  opt_trigger=np.array([0.0, 0.0]), opt_weight=np.full((2, 2), 0.25),
+                  opt_group=np.array([7, 7]))
+    state = ResponseState(inp, 1, 2, net.grade_content, np.array([0, 0]), 2, 1)
+    state.adoption[:] = 1.0
+    assert state.content()[0, 0, 0] == pytest.approx(0.3 * (1 - 0.5))
+    separate = replace(inp, opt_group=np.array([1, 2]))
+    state = ResponseState(separate, 1, 2, net.grade_content, np.array([0, 0]), 2, 1)
+    state.adoption[:] = 1.0
+    assert state.content()[0, 0, 0] == pytest.approx(0.3 * (1 - 0.25) ** 2)

@@ -66,6 +66,13 @@ def test_scenario_crud_and_validation(client):
     assert client.delete("/api/scenarios/baseline").status_code == 403
     assert client.delete("/api/scenarios/halt-6").status_code == 204
     assert client.get("/api/scenarios/halt-6").status_code == 404
+    # a responses block is compiled before it is accepted: a floor in a country inside ROW
+    floor = {"name": "floor-jpn", "responses": {"price_floors": [
+        {"item": "NdPr_oxide", "country": "JPN", "start": "2025-01"}]}}
+    res = client.post("/api/scenarios/validate", json=floor).json()
+    assert not res["valid"]
+    assert "responses.price_floors[0].country (value 'JPN')" in res["errors"][0]
+    assert client.post("/api/scenarios", json=floor).status_code == 422
 
 
 def test_run_lifecycle_and_artifacts(client):

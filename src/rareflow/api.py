@@ -175,6 +175,18 @@ def _blocs(dataset: Dataset, network) -> dict[str, list[str]]:
     return out
 
 
+def response_errors(dataset: Dataset, scenario: Scenario) -> list[str]:
+    """Problems only compiling the responses block reveals (countries inside ROW, items without
+    a base-year price); empty when the scenario has no responses block."""
+    if scenario.responses is None or not scenario.responses.enabled:
+        return []
+    try:
+        compile_responses(dataset, scenario, compile_scenario(dataset, scenario)[0])
+    except ResponseDataError as exc:
+        return [str(exc)]
+    return []
+
+
 def check(shipment: Shipment, dataset: Dataset, scenario: Scenario | None = None) -> dict:
     """Which rules apply to ``shipment``: the real timeline, or the rules of ``scenario``.
 

@@ -126,7 +126,7 @@ def compile_responses(dataset: Dataset, scenario: Scenario, net: Network,
     # substitution options, one per (option, sector)
     options = _table(dataset, "substitution_options")
     opt = {k: [] for k in ("sector", "element", "reduction", "max", "delay", "ramp",
-                           "trigger")}
+                           "trigger", "group")}
     magnet_sectors = [s for s, g in zip(sectors, net.sector_grade, strict=True) if g >= 0]
     triggers_set = spec.substitution_triggers
     inactive = []
@@ -144,6 +144,7 @@ def compile_responses(dataset: Dataset, scenario: Scenario, net: Network,
             if element is None:
                 continue
             opt["sector"].append(sectors.index(sector))
+            opt["group"].append(int(row["_line"]) if "_line" in row else len(opt["group"]))
             opt["element"].append(element)
             opt["reduction"].append(float(row["reduction_share"]))
             # no published cap: the whole sector may adopt
@@ -160,7 +161,7 @@ def compile_responses(dataset: Dataset, scenario: Scenario, net: Network,
         notes["substitution"] = ("options without a reduction share or a trigger price in data "
                                  "(set responses.substitution_triggers to use them): "
                                  + ", ".join(inactive))
-    opt_arr = {k: np.array(v, dtype=int if k in ("sector", "element") else float)
+    opt_arr = {k: np.array(v, dtype=int if k in ("sector", "element", "group") else float)
                for k, v in opt.items()}
     # the sector's share, in each market, of the world's use of its grade: adoption in both
     # markets by every user of the grade cuts the grade's content by r at most
@@ -302,7 +303,7 @@ def compile_responses(dataset: Dataset, scenario: Scenario, net: Network,
         opt_sector=opt_arr["sector"], opt_element=opt_arr["element"],
         opt_reduction=opt_arr["reduction"], opt_max=opt_arr["max"],
         opt_delay=opt_arr["delay"], opt_ramp=opt_arr["ramp"], opt_trigger=opt_arr["trigger"],
-        opt_weight=weight,
+        opt_weight=weight, opt_group=opt_arr["group"],
         survival=curves, historical_inflow=historical, collection0=collection0,
         recovery=recovery,
         collection_elasticity=parameter(dataset, "recycling_collection_price_elasticity"),

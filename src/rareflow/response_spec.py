@@ -296,7 +296,8 @@ def check_responses(responses: Responses, scenario, dataset) -> list[str]:
 
     def need(field: str, value, allowed, what: str) -> None:
         if value not in allowed:
-            errors.append(f"{field} (value {value!r}): not a {what} in the dataset")
+            article = "an" if what[0] in "aeiou" else "a"
+            errors.append(f"{field} (value {value!r}): not {article} {what} in the dataset")
 
     def in_horizon(field: str, month: str | None) -> None:
         if month is not None and not 0 <= month_index(scenario.start, month) < n_months:
@@ -325,8 +326,9 @@ def check_responses(responses: Responses, scenario, dataset) -> list[str]:
              "option_id of data/substitution_options.csv")
         if code in option_ids and options.loc[code, "reduction_share"] != options.loc[
                 code, "reduction_share"]:  # NaN
-            errors.append(f"{base}.substitution_triggers.{code}: the option has no reduction "
-                          "share in data/substitution_options.csv, so a trigger would do nothing")
+            errors.append(f"{base}.substitution_triggers.{code} (value {value}): the option has "
+                          "no reduction share in data/substitution_options.csv, so a trigger "
+                          "would do nothing")
         if value <= 0:
             errors.append(f"{base}.substitution_triggers.{code} (value {value}): a price "
                           "multiple must be above 0")
@@ -354,10 +356,22 @@ def check_responses(responses: Responses, scenario, dataset) -> list[str]:
         where = f"{base}.price_floors[{j}]"
         need(f"{where}.country", f.country, countries, "country code")
         need(f"{where}.item", f.item, set(items.index), "item code")
+        if f.floor_usd_per_kg is None and f.item != "NdPr_oxide":
+            errors.append(f"{where}.floor_usd_per_kg: required for item {f.item!r} (the default, "
+                          "US$110/kg, is the DoD-MP floor on NdPr oxide)")
         in_horizon(f"{where}.start", f.start)
     ids = [t.id for t in responses.triggers]
     for tid in sorted({i for i in ids if ids.count(i) > 1}):
         errors.append(f"{base}.triggers (id {tid!r}): trigger ids must be unique")
+    waits = {t.id: t.when.fired for t in responses.triggers if t.when.fired}
+    for start in waits:
+        seen, node = [], start
+        while node in waits and node not in seen:
+            seen.append(node)
+            node = waits[node]
+        if node == start and len(seen) > 1:
+            errors.append(f"{base}.triggers (id {start!r}): waits in a cycle "
+                          f"({' -> '.join([*seen, start])}); none of them can ever fire")
     for j, trig in enumerate(responses.triggers):
         where = f"{base}.triggers[{j}]"
         c, a = trig.when, trig.then

@@ -26,7 +26,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from rareflow import __version__
-from rareflow.api import check, simulate
+from rareflow.api import check, response_errors, simulate
 from rareflow.data import TABLE_ORDER, Dataset, load_dataset, table_records
 from rareflow.error_lines import validation_lines
 from rareflow.report.compare import deltas
@@ -189,6 +189,8 @@ def create_app(store_dir: str | Path, token: str | None = None, max_runs: int = 
         except ScenarioError as exc:
             raise HTTPException(422, {"errors": exc.errors}) from None
         errors = check_scenario(sc, dataset)
+        if not errors:
+            errors = response_errors(dataset, sc)
         if errors:
             raise HTTPException(422, {"errors": errors})
         return sc

@@ -80,7 +80,7 @@ class ResponseInputs:
     opt_delay: np.ndarray  # [O] months
     opt_ramp: np.ndarray  # [O] months
     opt_trigger: np.ndarray  # [O] price multiple
-    opt_weight: np.ndarray  # [2, O] sector share of its grade's use, by market
+    opt_weight: np.ndarray  # [2, O] sector share of the world's use of its grade, by market
     # recycling (S sectors; zeros for non-magnet sectors)
     survival: np.ndarray  # [A, S]
     historical_inflow: np.ndarray  # [S] t magnet / month before the start
@@ -127,6 +127,10 @@ class ResponseInputs:
     sp_refill_below: np.ndarray  # [H]
     sp_start: np.ndarray  # [H] month index
     triggers: TriggerInputs | None = None
+    #: [O] the data row each (option, sector) pair comes from: a content cut is summed over
+    #: the sectors of one option before it multiplies the grade (cuts of different options
+    #: compound). None: every pair is its own option.
+    opt_group: np.ndarray | None = None
 
     @property
     def holders(self) -> int:
@@ -162,6 +166,7 @@ class ResponseState:
         self.gap = np.zeros((r, N_BUILD))  # 12-month average ex-China gap, capacity units
         self.use = np.zeros((r, N_BUILD))  # 12-month average ex-China use, capacity units
         self.level = np.broadcast_to(inp.sp_initial, (r, inp.holders)).astype(float).copy()
+        self.last_release = np.zeros((r, inp.holders))
         self.last_short = np.zeros((r, c, s))  # last month's shortfall and need [R, C, S]
         self.last_need = np.zeros((r, c, s))
         self.triggers = (TriggerState.start(inp.triggers, r) if inp.triggers is not None
@@ -197,13 +202,18 @@ class ResponseState:
         out = np.broadcast_to(self.grade_content, (self.r, *self.grade_content.shape)).copy()
         if not (inp.substitution and len(inp.opt_sector)):
             return out
+        groups = (np.arange(len(inp.opt_sector)) if inp.opt_group is None else inp.opt_group)
+        cuts: dict[tuple[int, int, int], np.ndarray] = {}
         for k in np.where(inp.opt_element >= 0)[0]:
             g = self.sector_grade[inp.opt_sector[k]]
             if g < 0:
                 continue
             cut = inp.opt_reduction[k] * (self.adoption[:, :, k] * inp.opt_weight[None, :, k]
                                           ).sum(axis=1)
-            out[:, g, inp.opt_element[k]] *= np.clip(1.0 - cut, 0.0, 1.0)
+            key = (int(groups[k]), int(g), int(inp.opt_element[k]))
+            cuts[key] = cuts.get(key, 0.0) + cut
+        for (_, g, e), cut in cuts.items():
+            out[:, g, e] *= np.clip(1.0 - cut, 0.0, 1.0)
         return out
 
     # ---- capacity -------------------------------------------------------------------------
@@ -240,16 +250,21 @@ class ResponseState:
         # shortfall share of the named sectors together (as trigger conditions measure it)
         short = _div((self.last_short[:, inp.sp_country, :] * inp.sp_sectors[None]).sum(axis=2),
                      (self.last_need[:, inp.sp_country, :] * inp.sp_sectors[None]).sum(axis=2))
-        release_due = short > inp.sp_threshold[None]
-        if self.triggers is not None:
-            release_due |= self.triggers.forced_release(t, h)
-        release = np.where(release_due & on[None],
-                           np.minimum(self.level, inp.sp_max_release[None]), 0.0)
         grade_mult = self.grade_multiple(multiple)[:, 1]  # ex-China [R, G]
         price_mult = np.where(inp.sp_magnet[None], grade_mult[:, np.where(
             inp.sp_magnet, inp.sp_index, 0)], multiple[:, 1, np.where(inp.sp_magnet, 0,
                                                                        inp.sp_index)])
         cheap = price_mult < inp.sp_refill_below[None]
+        # a release starts when the sectors run short and goes on while the item stays scarce
+        # (its price above the refill level), so that a release which covers this month's
+        # shortfall does not stop the next one
+        release_due = (short > inp.sp_threshold[None]) | (
+            (self.last_release > 0) & (price_mult > inp.sp_refill_below[None]))
+        if self.triggers is not None:
+            release_due |= self.triggers.forced_release(t, h)
+        release = np.where(release_due & on[None],
+                           np.minimum(self.level, inp.sp_max_release[None]), 0.0)
+        self.last_release = release
         buy = np.where(cheap & ~release_due & on[None],
                        np.minimum(inp.sp_refill[None],
                                   np.maximum(inp.sp_target[None] - self.level, 0.0)), 0.0)
@@ -354,8 +369,9 @@ class ResponseState:
             gap = np.maximum(inp.floor_value[f] - market_price, 0.0)
             volume_kg = separated[:, inp.floor_country[f], inp.floor_elements[f]].sum(axis=1) * 1e3
             floor_paid += gap * volume_kg
-            revenue[:, 1, inp.floor_country[f]] = np.maximum(
-                revenue[:, 1, inp.floor_country[f]], inp.floor_value[f])
+            if inp.floor_item[f] == inp.stage_price_item[1]:  # separators are priced on NdPr
+                revenue[:, 1, inp.floor_country[f]] = np.maximum(
+                    revenue[:, 1, inp.floor_country[f]], inp.floor_value[f])
         cost[:, 0] = floor_paid
         if inp.shutdown and t >= inp.shutdown_start:
             has_cost = ~np.isnan(inp.cash_cost)
