@@ -248,8 +248,8 @@ def simulate_arrays(
         request_g = request_g + purchase
         total_request = request_g.sum(axis=(1, 2))
         world_mix = _div(request_g.sum(axis=1), total_request[:, None])  # [R,G]
-        supply_g = magnet_stock + (mag_cap[:, :, None] * magnet_scale
-                                   * world_mix[:, None, :])
+        capacity_g = mag_cap[:, :, None] * magnet_scale * world_mix[:, None, :]
+        supply_g = magnet_stock + capacity_g
         allowed_m = np.broadcast_to(ctl.allowed_magnet[t], (r, c_n, c_n, g_n))
         if resp is not None and resp.triggers is not None:
             trig_m = resp.triggers.magnet_multiplier(t)
@@ -356,7 +356,10 @@ def simulate_arrays(
         refined_stock += surplus_to_users  # anything beyond need stays in stock
 
         # 6. switching and prices
-        spare_mag = np.maximum(supply_g.sum(axis=2) - delivered.sum(axis=2), 0.0)
+        # spare capacity that buyers can switch to: what the makers' scarcest elements let them
+        # make this month, not their nameplate (a plant without Dy has no spare Dy grades)
+        makeable = supply_g - capacity_g * (1.0 - grade_ratio)
+        spare_mag = np.maximum(makeable.sum(axis=2) - delivered.sum(axis=2), 0.0)
         magnet_pref = switch_preferences(
             magnet_pref, np.einsum("rxcg->rxc", mag_requested), mtrade * ~eye[None],
             spare_mag, allowed_m.max(axis=3), switching,
