@@ -803,6 +803,33 @@ def _policy_tensors(b: _Builder, net: Network, scenario: Scenario) -> PolicyTens
     )
 
 
+def restrict_routes(items: pd.DataFrame, net: Network, exporter: int, importers: list[int],
+                    codes: list[str] | str, keep: float, conc: np.ndarray, refined: np.ndarray,
+                    magnet: np.ndarray) -> None:
+    """Cap, in place, the share that may pass from ``exporter`` to each of ``importers`` at
+    ``keep`` for the items named (``"all"``: every item), by the stage each item belongs to.
+
+    ``conc`` [..., X, C], ``refined`` [..., X, C, E], ``magnet`` [..., X, C, G]; the leading
+    axes (a month window, a trigger) are the caller's. Scenario events and trigger actions both
+    restrict trade this way.
+    """
+    names = items.index.tolist() if codes == "all" else codes
+    for code in names:
+        item = items.loc[code]
+        for c in importers:
+            if item["stage"] == "mining":
+                conc[..., exporter, c] = np.minimum(conc[..., exporter, c], keep)
+            elif item["stage"] in ("separation", "metal"):
+                for el in item["elements"]:
+                    if el in net.elements:
+                        e = net.elements.index(el)
+                        refined[..., exporter, c, e] = np.minimum(
+                            refined[..., exporter, c, e], keep)
+            elif item["stage"] == "magnet" and not is_blank(item["magnet_grade"]):
+                g = net.grades.index(item["magnet_grade"])
+                magnet[..., exporter, c, g] = np.minimum(magnet[..., exporter, c, g], keep)
+
+
 def _controls(b: _Builder, net: Network, scenario: Scenario) -> Controls:
     n_t, n_c = len(net.months), len(net.countries)
     n_e, n_g = len(net.elements), len(net.grades)
@@ -822,22 +849,8 @@ def _controls(b: _Builder, net: Network, scenario: Scenario) -> Controls:
                 [i for i in range(n_c) if i != xi] if event.importers == "all"
                 else [b.c[c] for c in event.importers if c in b.c and c != event.exporter]
             )
-            codes = items.index.tolist() if event.items == "all" else event.items
-            keep = 1.0 - event.fraction
-            for code in codes:
-                item = items.loc[code]
-                for ci in targets:
-                    if item["stage"] == "mining":
-                        allowed_conc[when, xi, ci] = np.minimum(allowed_conc[when, xi, ci], keep)
-                    elif item["stage"] in ("separation", "metal"):
-                        for el in item["elements"]:
-                            ei = b.e[el]
-                            allowed_ref[when, xi, ci, ei] = np.minimum(
-                                allowed_ref[when, xi, ci, ei], keep)
-                    elif item["stage"] == "magnet" and not is_blank(item["magnet_grade"]):
-                        gi = net.grades.index(item["magnet_grade"])
-                        allowed_mag[when, xi, ci, gi] = np.minimum(
-                            allowed_mag[when, xi, ci, gi], keep)
+            restrict_routes(items, net, xi, targets, event.items, 1.0 - event.fraction,
+                            allowed_conc[when], allowed_ref[when], allowed_mag[when])
         elif isinstance(event, StockpileAction):
             if event.country not in b.c:
                 continue

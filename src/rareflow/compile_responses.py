@@ -13,6 +13,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from rareflow.compile import restrict_routes
 from rareflow.data import Dataset
 from rareflow.dims import CHINA
 from rareflow.policy.rules import rules_from_table
@@ -428,21 +429,8 @@ def _triggers(dataset: Dataset, scenario: Scenario, net: Network,
             dests = ([c for c in range(n_c) if c != x] if act.importers == "all"
                      else [country(c, f"{where}.importers[{j}]")
                            for j, c in enumerate(act.importers)])
-            codes = items.index.tolist() if act.items == "all" else act.items
-            keep = 1.0 - act.fraction
-            for code in codes:
-                row = items.loc[code]
-                for c in dests:
-                    if row["stage"] == "mining":
-                        conc[k, x, c] = min(conc[k, x, c], keep)
-                    elif row["stage"] == "magnet" and isinstance(row["magnet_grade"], str):
-                        g = list(net.grades).index(row["magnet_grade"])
-                        magnet[k, x, c, g] = min(magnet[k, x, c, g], keep)
-                    elif row["stage"] in ("separation", "metal"):
-                        for el in row["elements"]:
-                            if el in net.elements:
-                                e = list(net.elements).index(el)
-                                refined[k, x, c, e] = min(refined[k, x, c, e], keep)
+            restrict_routes(items, net, x, dests, act.items, 1.0 - act.fraction,
+                            conc[k], refined[k], magnet[k])
     delay = np.array([max(1, int(np.ceil(t.then.delay_weeks / (52.0 / 12.0) - 1e-9)))
                       for t in triggers])
     return TriggerInputs(

@@ -285,7 +285,7 @@ def resolve_stockpile(spec: StockpileSpec, dataset) -> StockpileSpec:
 
 def check_responses(responses: Responses, scenario, dataset) -> list[str]:
     """Codes in the block must exist in the dataset; dates must lie in the horizon."""
-    from rareflow.scenario import month_index
+    from rareflow.scenario import month_index, trade_code_errors, unknown_code
 
     errors: list[str] = []
     countries = set(dataset.countries["iso3"])
@@ -295,9 +295,7 @@ def check_responses(responses: Responses, scenario, dataset) -> list[str]:
     n_months = len(scenario.months)
 
     def need(field: str, value, allowed, what: str) -> None:
-        if value not in allowed:
-            article = "an" if what[0] in "aeiou" else "a"
-            errors.append(f"{field} (value {value!r}): not {article} {what} in the dataset")
+        errors.extend(unknown_code(field, value, allowed, what))
 
     def in_horizon(field: str, month: str | None) -> None:
         if month is not None and not 0 <= month_index(scenario.start, month) < n_months:
@@ -401,13 +399,8 @@ def check_responses(responses: Responses, scenario, dataset) -> list[str]:
             for k, code in enumerate(c.sectors):
                 need(f"{where}.when.sectors[{k}]", code, sectors, "sector code")
         if a.type == "trade_restriction":
-            need(f"{where}.then.exporter", a.exporter, countries, "country code")
-            if a.importers != "all":
-                for k, code in enumerate(a.importers):
-                    need(f"{where}.then.importers[{k}]", code, countries, "country code")
-            if a.items != "all":
-                for k, code in enumerate(a.items):
-                    need(f"{where}.then.items[{k}]", code, set(items.index), "item code")
+            errors += trade_code_errors(f"{where}.then", a.exporter, a.importers, a.items,
+                                        countries, set(items.index))
         if a.type == "stockpile_release" and a.holder not in holders:
             errors.append(f"{where}.then.holder (value {a.holder!r}): not a holder of "
                           f"{base}.stockpiles")

@@ -319,6 +319,28 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     return scenario_from_dict(raw, str(path))
 
 
+def unknown_code(field: str, value: object, allowed, what: str) -> list[str]:
+    """No error when ``value`` is in ``allowed``; else one naming the field, the value and what
+    it should have been."""
+    if value in allowed:
+        return []
+    article = "an" if what[0] in "aeiou" else "a"
+    return [f"{field} (value {value!r}): not {article} {what} in the dataset"]
+
+
+def trade_code_errors(where: str, exporter: str, importers, items, countries,
+                      item_codes) -> list[str]:
+    """Codes of a trade restriction (a scenario event or a trigger's action)."""
+    errors = unknown_code(f"{where}.exporter", exporter, countries, "country code")
+    if importers != "all":
+        for j, code in enumerate(importers):
+            errors += unknown_code(f"{where}.importers[{j}]", code, countries, "country code")
+    if items != "all":
+        for j, code in enumerate(items):
+            errors += unknown_code(f"{where}.items[{j}]", code, item_codes, "item code")
+    return errors
+
+
 def check_scenario(scenario: Scenario, dataset: Dataset) -> list[str]:
     """Every code in the scenario must exist in the dataset and every date in the horizon."""
     errors: list[str] = []
@@ -332,9 +354,7 @@ def check_scenario(scenario: Scenario, dataset: Dataset) -> list[str]:
         errors.append(f"end (value {scenario.end!r}): must not be before start {scenario.start}")
 
     def need(field: str, value: str, allowed: set[str], what: str) -> None:
-        if value not in allowed:
-            article = "an" if what[0] in "aeiou" else "a"
-            errors.append(f"{field} (value {value!r}): not {article} {what} in the dataset")
+        errors.extend(unknown_code(field, value, allowed, what))
 
     for i, override in enumerate(scenario.overrides):
         need(f"overrides[{i}].facility", override.facility, facilities, "facility_id")
@@ -349,13 +369,8 @@ def check_scenario(scenario: Scenario, dataset: Dataset) -> list[str]:
         if isinstance(event, FacilityOutage):
             need(f"{where}.facility", event.facility, facilities, "facility_id")
         elif isinstance(event, TradeRestriction):
-            need(f"{where}.exporter", event.exporter, countries, "country code")
-            if event.importers != "all":
-                for j, code in enumerate(event.importers):
-                    need(f"{where}.importers[{j}]", code, countries, "country code")
-            if event.items != "all":
-                for j, code in enumerate(event.items):
-                    need(f"{where}.items[{j}]", code, items, "item code")
+            errors += trade_code_errors(where, event.exporter, event.importers, event.items,
+                                        countries, items)
         elif isinstance(event, DemandShock):
             need(f"{where}.sector", event.sector, sectors, "sector code")
             need(f"{where}.country", event.country, countries, "country code")
