@@ -6,9 +6,10 @@ import math
 
 import pytest
 
+from dataset_problems import only, problems_of
 from rareflow import check_dataset, load_dataset
 from rareflow.data import TABLE_ORDER
-from rareflow.data.consistency import RESPONSE_TABLES
+from rareflow.data.schema import RESPONSE_TABLES
 
 #: Parameters the responses model reads by name (docs/model.md, "Responses").
 REQUIRED_PARAMETERS = (
@@ -28,13 +29,6 @@ REQUIRED_PARAMETERS = (
 )
 
 
-def problems_of(path, severity="error"):
-    _, problems = check_dataset(path)
-    return [p for p in problems if p.severity == severity]
-
-
-def only(problems, rule):
-    return [p for p in problems if p.rule == rule]
 
 
 def test_response_tables_are_registered_and_valid():

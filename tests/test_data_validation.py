@@ -6,17 +6,9 @@ import math
 
 import pytest
 
+from dataset_problems import only, problems_of
 from rareflow import DatasetError, check_dataset, load_dataset
 from rareflow.data import TABLE_ORDER, load_schema
-
-
-def errors_of(path):
-    _, problems = check_dataset(path)
-    return [p for p in problems if p.severity == "error"]
-
-
-def only(problems, rule):
-    return [p for p in problems if p.rule == rule]
 
 
 def test_shipped_dataset_is_valid():
@@ -51,7 +43,7 @@ def test_unknown_country_is_named(edit_table):
     def change(header, rows):
         rows[0]["country"] = "XXX"
 
-    errors = errors_of(edit_table("mine_production", change))
+    errors = problems_of(edit_table("mine_production", change))
     hit = only(errors, "ref:countries.iso3")
     assert hit and hit[0].table == "mine_production" and hit[0].row == 2
     assert hit[0].column == "country" and hit[0].value == "XXX"
@@ -61,7 +53,7 @@ def test_unknown_element_in_list_column(edit_table):
     def change(header, rows):
         rows[0]["elements"] = "Nd;Xx"
 
-    errors = errors_of(edit_table("items", change))
+    errors = problems_of(edit_table("items", change))
     assert [p.value for p in only(errors, "ref:elements.symbol")] == ["Xx"]
 
 
@@ -69,7 +61,7 @@ def test_negative_capacity(edit_table):
     def change(header, rows):
         rows[0]["capacity"] = "-5"
 
-    errors = errors_of(edit_table("facilities", change))
+    errors = problems_of(edit_table("facilities", change))
     hit = only(errors, "min")
     assert hit and hit[0].column == "capacity" and hit[0].value == "-5.0"
 
@@ -78,7 +70,7 @@ def test_unknown_unit(edit_table):
     def change(header, rows):
         rows[0]["capacity_unit"] = "kg/day"
 
-    errors = errors_of(edit_table("facilities", change))
+    errors = problems_of(edit_table("facilities", change))
     hit = only(errors, "allowed")
     assert hit and hit[0].value == "kg/day" and "must be one of" in hit[0].message
 
@@ -87,7 +79,7 @@ def test_number_with_separator_is_a_type_error(edit_table):
     def change(header, rows):
         rows[0]["value"] = "270,000"
 
-    errors = errors_of(edit_table("mine_production", change))
+    errors = problems_of(edit_table("mine_production", change))
     hit = only(errors, "type:float")
     assert hit and hit[0].value == "270,000"
 
@@ -96,7 +88,7 @@ def test_missing_source_id(edit_table):
     def change(header, rows):
         rows[0]["source_id"] = ""
 
-    errors = errors_of(edit_table("prices", change))
+    errors = problems_of(edit_table("prices", change))
     hit = only(errors, "required")
     assert hit and hit[0].column == "source_id" and hit[0].row == 2
 
@@ -105,7 +97,7 @@ def test_dangling_source_id(edit_table):
     def change(header, rows):
         rows[0]["source_id"] = "no_such_source"
 
-    errors = errors_of(edit_table("prices", change))
+    errors = problems_of(edit_table("prices", change))
     hit = only(errors, "ref:sources.source_id")
     assert hit and hit[0].value == "no_such_source"
 
@@ -114,7 +106,7 @@ def test_duplicate_key(edit_table):
     def change(header, rows):
         rows.append(dict(rows[0]))
 
-    errors = errors_of(edit_table("elements", change))
+    errors = problems_of(edit_table("elements", change))
     hit = only(errors, "unique")
     assert hit and hit[0].column == "symbol" and "duplicate of line 2" in hit[0].message
 
@@ -124,7 +116,7 @@ def test_estimate_without_method(edit_table):
         rows[0]["estimate"] = "true"
         rows[0]["note"] = ""
 
-    errors = errors_of(edit_table("mine_production", change))
+    errors = problems_of(edit_table("mine_production", change))
     assert only(errors, "estimate-needs-method")
 
 
@@ -136,7 +128,7 @@ def test_unknown_and_missing_columns(edit_table):
             row["colour"] = "red"
             del row["name"]
 
-    errors = errors_of(edit_table("sectors", change))
+    errors = problems_of(edit_table("sectors", change))
     assert [p.column for p in only(errors, "unknown-column")] == ["colour"]
     assert [p.column for p in only(errors, "missing-column")] == ["name"]
 
@@ -145,7 +137,7 @@ def test_magnet_grade_must_sum_to_one(edit_table):
     def change(header, rows):
         rows[0]["mass_fraction"] = str(float(rows[0]["mass_fraction"]) + 0.1)
 
-    errors = errors_of(edit_table("magnet_grades", change))
+    errors = problems_of(edit_table("magnet_grades", change))
     hit = only(errors, "composition-sums-to-one")
     assert hit and hit[0].table == "magnet_grades"
 
@@ -156,7 +148,7 @@ def test_country_rows_must_reconcile_with_world_total(edit_table):
             if row["country"] == "CHN":
                 row["value"] = str(float(row["value"]) * 1.2)
 
-    errors = errors_of(edit_table("mine_production", change))
+    errors = problems_of(edit_table("mine_production", change))
     hit = only(errors, "total-reconciles")
     assert hit and all("WLD" in p.message for p in hit)
 
@@ -166,7 +158,7 @@ def test_all_errors_are_reported_not_only_the_first(edit_table):
         rows[0]["country"] = "XXX"
         rows[1]["value"] = "lots"
 
-    errors = errors_of(edit_table("mine_production", change))
+    errors = problems_of(edit_table("mine_production", change))
     rules = {p.rule for p in errors}
     assert {"ref:countries.iso3", "type:float"} <= rules
 

@@ -12,14 +12,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from scipy.special import ndtr
 
 import rareflow.sim.kernel as kernel
 from rareflow import load_dataset, load_scenario
 from rareflow.compile import compile_scenario
 from rareflow.dims import DAYS_PER_MONTH
 from rareflow.ensemble import run_parameters, sample
-from rareflow.policy.licences import MAX_AGE, LicenceQueue, licence_channels, review_hazards
+from rareflow.policy.licences import (
+    MAX_AGE,
+    LicenceQueue,
+    _review_hazards,
+    licence_channels,
+    review_hazards,
+)
 from rareflow.sim.market import allocate
 
 _EPS = 1e-12
@@ -27,17 +32,8 @@ RTOL = 1e-9
 
 
 # ---- reference copies of the dense implementations ------------------------------------------
-def _dense_review_hazards(median_months, p90_months):
-    median = np.maximum(median_months, 1e-3)
-    sigma = np.maximum(np.log(np.maximum(p90_months, median * 1.0001) / median) / 1.2816, 1e-3)
-    ages = np.arange(MAX_AGE + 1).reshape((-1,) + (1,) * median.ndim)
-    with np.errstate(divide="ignore"):
-        z = (np.log(np.maximum(ages, 1e-9)) - np.log(median)) / sigma
-    cdf = np.where(ages == 0, 0.0, ndtr(z))
-    survive = 1.0 - cdf[:-1]
-    hazard = np.where(survive > _EPS, (cdf[1:] - cdf[:-1]) / np.maximum(survive, _EPS), 1.0)
-    hazard[-1] = 1.0
-    return np.clip(hazard, 0.0, 1.0)
+# the uncached hazard function is the pre-issue-6 code unchanged; the cache wraps it
+_dense_review_hazards = _review_hazards
 
 
 def _dense_weighted_median_age(mass, ages):

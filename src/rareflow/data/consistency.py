@@ -12,6 +12,7 @@ import math
 import pandas as pd
 
 from rareflow.data.problems import Problem
+from rareflow.data.schema import RESPONSE_TABLES
 from rareflow.data.validation import is_blank
 from rareflow.dims import WORLD
 
@@ -162,29 +163,6 @@ def check_capacity_against_output(tables: dict[str, pd.DataFrame]) -> list[Probl
     return problems
 
 
-def check_ranges(tables: dict[str, pd.DataFrame]) -> list[Problem]:
-    """Central intensity values must lie within their stated low-high range."""
-    problems: list[Problem] = []
-    frame = tables["intensities"]
-    for _, row in frame.iterrows():
-        low, high, mid = row["low"], row["high"], row["kg_per_unit"]
-        if not math.isnan(low) and mid < low or not math.isnan(high) and mid > high:
-            problems.append(
-                Problem(
-                    "intensities", int(row["_line"]), "kg_per_unit", f"{mid:g}", "within-range",
-                    f"central value lies outside its range [{low:g}, {high:g}]",
-                )
-            )
-        if not math.isnan(low) and not math.isnan(high) and low > high:
-            problems.append(
-                Problem(
-                    "intensities", int(row["_line"]), "low", f"{low:g}", "within-range",
-                    f"low {low:g} is above high {high:g}",
-                )
-            )
-    return problems
-
-
 def check_sources_used(tables: dict[str, pd.DataFrame]) -> list[Problem]:
     """A source nobody cites is probably a typo elsewhere: warn."""
     cited: set[str] = set()
@@ -216,22 +194,13 @@ def check_item_links(tables: dict[str, pd.DataFrame]) -> list[Problem]:
     return problems
 
 
-#: Input tables of the responses model (issue 5): every number needs a source or an estimate note.
-RESPONSE_TABLES = (
-    "response_parameters",
-    "supply_costs",
-    "lead_times",
-    "residues",
-    "stockpiles",
-    "substitution_options",
-    "product_lifetimes",
-)
 #: Stages the responses model builds capacity for; each needs a generic (``*``) lead-time row.
 LEAD_TIME_STAGES = ("mining", "separation", "magnet")
 #: Tolerance when comparing an offtake with the capacity of the facilities that supply it.
 OFFTAKE_TOLERANCE = 0.02
 #: (table, central column, low column, high column) ranges that must be ordered low <= mid <= high.
-_RESPONSE_RANGES = (
+_RANGES = (
+    ("intensities", "kg_per_unit", "low", "high"),
     ("response_parameters", "value", "low", "high"),
     ("supply_costs", "cost_usd_per_kg", "cost_low", "cost_high"),
     ("substitution_options", "reduction_share", "reduction_share_low", "reduction_share_high"),
@@ -274,10 +243,10 @@ def check_response_rows_sourced(tables: dict[str, pd.DataFrame]) -> list[Problem
     return problems
 
 
-def check_response_ranges(tables: dict[str, pd.DataFrame]) -> list[Problem]:
-    """Low <= central <= high wherever a response table gives a range."""
+def check_ranges(tables: dict[str, pd.DataFrame]) -> list[Problem]:
+    """Low <= central <= high wherever a table gives a range (intensities, response inputs)."""
     problems: list[Problem] = []
-    for table, mid_col, low_col, high_col in _RESPONSE_RANGES:
+    for table, mid_col, low_col, high_col in _RANGES:
         frame = tables.get(table)
         if frame is None or frame.empty:
             continue
@@ -455,7 +424,6 @@ def cross_table_checks(tables: dict[str, pd.DataFrame]) -> list[Problem]:
     problems += check_ranges(tables)
     problems += check_item_links(tables)
     problems += check_response_rows_sourced(tables)
-    problems += check_response_ranges(tables)
     problems += check_response_parameters(tables)
     problems += check_lead_times(tables)
     problems += check_response_details(tables)

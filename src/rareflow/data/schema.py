@@ -25,6 +25,17 @@ from pydantic import BaseModel, field_validator
 
 ColumnType = Literal["str", "int", "float", "bool", "list"]
 
+#: Input tables of the responses model (docs/model.md, section 9).
+RESPONSE_TABLES: tuple[str, ...] = (
+    "response_parameters",
+    "supply_costs",
+    "lead_times",
+    "residues",
+    "stockpiles",
+    "substitution_options",
+    "product_lifetimes",
+)
+
 #: Tables in the order they are loaded and documented (referenced tables first).
 TABLE_ORDER: tuple[str, ...] = (
     "sources",
@@ -51,13 +62,7 @@ TABLE_ORDER: tuple[str, ...] = (
     "governance",
     "criticality_parameters",
     "criticality_published",
-    "response_parameters",
-    "supply_costs",
-    "lead_times",
-    "residues",
-    "stockpiles",
-    "substitution_options",
-    "product_lifetimes",
+    *RESPONSE_TABLES,
 )
 
 
