@@ -175,6 +175,11 @@ def test_errors_name_field_value_and_rule(dataset):
             {"holder": "A", "country": "USA", "item": "NdFeB_std", "tonnes": 1,
              "days_of_cover": 2}]}})
     assert "tonnes or as days_of_cover, not both" in str(info.value)
+    with pytest.raises(ScenarioError) as info:
+        scenario_from_dict({"name": "x", "responses": {"capacity": {
+            "target_share": {"separation": 1.5}}}})
+    assert ("responses.capacity.target_share: separation (value 1.5): a share must be between "
+            "0 and 1") in info.value.errors
     # codes that exist but cannot act: Japan is inside ROW in 2024, a magnet has no price,
     # a trigger waiting for itself, an exporter restricting its own market
     raw = {"name": "x", "responses": {

@@ -48,5 +48,8 @@ def validation_lines(exc: ValidationError, prefix: str = "",
             path = f"{prefix}{'' if not path or path.startswith('[') else '.'}{path}"
         value = item.get("input")
         shown = "" if isinstance(value, dict | list) else f" (value {value!r})"
-        lines.append(f"{path or '(top level)'}{shown}: {item['msg']}")
+        # pydantic prefixes the message of a validator's ValueError with "Value error, ";
+        # the message itself already says what is wrong
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{path or '(top level)'}{shown}: {message}")
     return lines
