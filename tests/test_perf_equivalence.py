@@ -55,7 +55,10 @@ class _DenseQueue:
     def empty(cls, runs, shape, **_ignored):
         return cls(np.zeros((runs, *shape)), np.zeros((runs, MAX_AGE, *shape)))
 
-    def allowed_share(self, requested, required, leakage):
+    # the run parameters arrive as keywords since issue 6's later passes (same arithmetic)
+    def allowed_share(self, requested, required, leakage, extra_leakage=None):
+        if extra_leakage is not None:
+            leakage = np.minimum(1.0, leakage + np.reshape(extra_leakage, (-1, 1, 1, 1)))
         licensed = np.minimum(self.licensed, requested)
         ship = licensed + leakage * np.maximum(requested - self.licensed, 0.0)
         share = np.divide(ship, requested, out=np.ones_like(requested), where=requested > _EPS)
@@ -63,7 +66,9 @@ class _DenseQueue:
         return np.where(required, np.clip(share, 0.0, 1.0), 1.0)
 
     def step(self, requested, required, approval, hazards, validity_months,
-             capacity=np.inf, exporter_axis=1):
+             capacity=np.inf, exporter_axis=1, approval_scale=None, full=True):
+        if approval_scale is not None:
+            approval = np.minimum(1.0, approval * np.reshape(approval_scale, (-1, 1, 1, 1)))
         validity = np.maximum(validity_months, 1.0)
         self.licensed = np.where(required, self.licensed * (1.0 - 1.0 / validity), 0.0)
         req = np.where(required, requested, 0.0)
@@ -228,7 +233,7 @@ def test_kernel_matches_dense_implementation(name, monkeypatch):
     if scenario.uncertain.parameters:
         _, values = sample(scenario.uncertain, runs, seed=2)
         params = run_parameters(scenario.uncertain, values)
-    fast = kernel.simulate_arrays(network, controls, runs=runs, params=params)
+    fast = kernel.simulate_arrays(network, controls, runs=runs, params=params, backend="numpy")
     pol = controls.policy
     if pol is not None and pol.refined.required.any():  # the queue keeps few channels
         mask = licence_channels(pol, "refined", pol.refined.required.shape[1:])
@@ -236,7 +241,7 @@ def test_kernel_matches_dense_implementation(name, monkeypatch):
     monkeypatch.setattr(kernel, "LicenceQueue", _DenseQueue)
     monkeypatch.setattr(kernel, "review_hazards", _dense_review_hazards)
     monkeypatch.setattr(kernel, "allocate", _dense_allocate)
-    dense = kernel.simulate_arrays(network, controls, runs=runs, params=params)
+    dense = kernel.simulate_arrays(network, controls, runs=runs, params=params, backend="numpy")
     assert fast.keys() == dense.keys()
     for key in dense:
         if key == "balance_error":  # rounding noise (~1e-16): both must stay negligible

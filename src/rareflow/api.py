@@ -14,6 +14,7 @@ from rareflow.policy.check import ItemInfo, Shipment, check_shipment
 from rareflow.policy.rules import rules_from_table
 from rareflow.result import Result, to_dataset
 from rareflow.scenario import Scenario, ScenarioError, check_scenario
+from rareflow.sim.compiled import resolve as resolve_backend
 from rareflow.sim.kernel import simulate_arrays
 
 #: Ensembles up to this size keep their full dataset by default.
@@ -31,6 +32,7 @@ def simulate(
     keep: bool | None = None,
     parameter_values: np.ndarray | None = None,
     workers: int = 1,
+    backend: str = "auto",
 ) -> Result:
     """Simulate ``scenario`` on ``dataset``.
 
@@ -61,13 +63,20 @@ def simulate(
     workers : int
         Processes that simulate batches side by side (1: in this process). Results are the
         same whatever the number; progress is then reported per batch.
+    backend : {"auto", "numpy", "numba"}
+        Implementation of the kernel's passes over trade channels (:mod:`rareflow.sim.compiled`
+        gives the same numbers); ``"auto"`` uses Numba when it is installed.
 
     Raises
     ------
     ScenarioError
         If the scenario names codes the dataset lacks or dates outside its horizon.
+    ValueError
+        If ``backend`` is unknown, or is ``"numba"`` without Numba installed.
     """
     from rareflow.ensemble import evaluate
+
+    backend = resolve_backend(backend)
 
     errors = check_scenario(scenario, dataset)
     if errors:
@@ -94,7 +103,7 @@ def simulate(
     n_months = len(network.months)
     total = n_months * runs
     done_before = [0]
-    context = (network, controls, responses, attrs, capacity, detail, keep)
+    context = (network, controls, responses, attrs, capacity, detail, keep, backend)
 
     def simulate_batch(params, n):
         tick = ((lambda d, t: progress(done_before[0] + d * n, total)) if progress else None)
@@ -134,9 +143,9 @@ def simulate(
 
 def _batch(context: tuple, params, n: int, progress=None) -> tuple[dict, dict, object]:
     """Simulate one batch of ``n`` runs: (summary series, headline, dataset if kept)."""
-    network, controls, responses, attrs, capacity, detail, keep = context
+    network, controls, responses, attrs, capacity, detail, keep, backend = context
     raw = simulate_arrays(network, controls, runs=n, detail=detail, params=params,
-                          responses=responses, progress=progress)
+                          responses=responses, progress=progress, backend=backend)
     result = Result(to_dataset(network, raw, attrs, capacity, responses))
     extra = {"__balance": raw["balance_error"].max(axis=(1, 2)),
              "__min_stock": raw["min_stock"].min(axis=1)}

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rareflow import __version__
-from rareflow.api import check, simulate
+from rareflow.api import check, resolve_backend, simulate
 from rareflow.data import TABLE_ORDER, Dataset, check_dataset, load_schema, table_records
 from rareflow.error_lines import validation_lines
 from rareflow.overview import supply_overview
@@ -287,8 +287,15 @@ def run(
     workers: Annotated[int, typer.Option(
         min=1, max=256, help="Processes simulating batches side by side (results do not "
         "depend on it).")] = 1,
+    backend: Annotated[str, typer.Option(
+        help="Kernel implementation: auto (Numba when installed), numpy or numba; results "
+        "are the same.")] = "auto",
 ) -> None:
     """Simulate a scenario and print its summary."""
+    try:
+        resolve_backend(backend)
+    except ValueError as exc:
+        raise _fail(f"--backend: {exc}") from None
     start = _month_option(start, "--start")
     end = _month_option(end, "--end")
     dataset = _load_or_exit(data)
@@ -301,14 +308,15 @@ def run(
                         f"use at most {REPORT_MAX_RUNS} runs, or drop --report")
         keep = True if report else None
         if as_json:
-            result = simulate(dataset, sc, runs=runs, seed=seed, keep=keep, workers=workers)
+            result = simulate(dataset, sc, runs=runs, seed=seed, keep=keep, workers=workers,
+                              backend=backend)
         else:
             from rich.progress import Progress
 
             with Progress(console=err, transient=True) as bar:
                 task = bar.add_task(f"simulating {sc.name}", total=len(sc.months) * runs)
                 result = simulate(dataset, sc, runs=runs, seed=seed, keep=keep,
-                                  workers=workers,
+                                  workers=workers, backend=backend,
                                   progress=lambda done, total: bar.update(
                                       task, completed=done, total=total))
     except ScenarioError as exc:

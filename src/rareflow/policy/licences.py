@@ -127,6 +127,7 @@ class LicenceQueue:
     _hazard_kept: np.ndarray | None = field(default=None, repr=False)
     _backlog: np.ndarray | None = field(default=None, repr=False)  # pending.sum(axis=1)
     _spare: np.ndarray | None = field(default=None, repr=False)  # buffer for the next pending
+    _admitted: object = field(default=None, repr=False)  # the last ``required`` admitted
 
     @classmethod
     def empty(cls, runs: int, shape: tuple[int, ...], policy=None, stage: str | None = None,
@@ -174,7 +175,14 @@ class LicenceQueue:
         return out.reshape(kept.shape[:1] + self.shape)
 
     def _admit(self, required) -> None:
-        """Give state to channels required for the first time (rarely more than once a run)."""
+        """Give state to channels required for the first time (rarely more than once a run).
+
+        :meth:`step` and :meth:`allowed_share` of one month get the same ``required`` array;
+        it is scanned once.
+        """
+        if required is self._admitted:
+            return
+        self._admitted = required
         flat = self._flat(required, 1).astype(bool, copy=False)
         scan = flat if self.candidates is None else np.take(flat, self.candidates, axis=-1)
         hit = scan.any(axis=tuple(range(scan.ndim - 1)))
@@ -212,8 +220,11 @@ class LicenceQueue:
         return kept
 
     def allowed_share(self, requested: np.ndarray, required: np.ndarray,
-                      leakage: np.ndarray) -> np.ndarray:
-        """Share of the requested flow that may ship this month (1 where no licence is needed)."""
+                      leakage: np.ndarray, extra_leakage: np.ndarray | None = None) -> np.ndarray:
+        """Share of the requested flow that may ship this month (1 where no licence is needed).
+
+        ``extra_leakage`` [R] (a run parameter) is added to ``leakage``, capped at 1.
+        """
         self._admit(required)
         runs = np.shape(requested)[0]
         if not len(self.index):
@@ -221,6 +232,8 @@ class LicenceQueue:
         requested = self._keep(requested)
         required = self._keep(required)
         leakage = self._keep(leakage)
+        if extra_leakage is not None:
+            leakage = np.minimum(1.0, leakage + np.reshape(extra_leakage, (-1, 1)))
         licensed = np.minimum(self.licensed, requested)
         ship = licensed + leakage * np.maximum(requested - self.licensed, 0.0)
         share = np.divide(ship, requested, out=np.ones_like(requested), where=requested > _EPS)
@@ -237,6 +250,8 @@ class LicenceQueue:
         validity_months: np.ndarray,
         capacity: np.ndarray | float = np.inf,
         exporter_axis: int = 1,
+        approval_scale: np.ndarray | None = None,
+        full: bool = True,
     ) -> dict[str, np.ndarray]:
         """Advance one month, before this month's flows ship; return its statistics.
 
@@ -246,19 +261,23 @@ class LicenceQueue:
         it; ``hazards`` [MAX_AGE, *shape]; ``capacity`` per exporter (t/month of decisions).
         Statistics: ``applications``, ``approved``, ``denied``, ``backlog`` [R, *shape], the
         same summed over all axes but the destination's (the one after ``exporter_axis``) as
-        ``<name>_by_destination`` [R, C], and ``median_wait_days`` [R].
+        ``<name>_by_destination`` [R, C], and ``median_wait_days`` [R]; with ``full=False`` only
+        the last two (the kernel needs no more, and the full arrays cost a pass each).
+        ``approval_scale`` [R] (a run parameter) multiplies ``approval``, capped at 1.
         """
         self._admit(required)
         runs = np.shape(requested)[0]
         if not len(self.index):
             n_dest = self.shape[exporter_axis % len(self.shape)]
             keys = ("applications", "approved", "denied", "backlog")
-            return {**{k: np.zeros((runs, *self.shape)) for k in keys},
+            return {**({k: np.zeros((runs, *self.shape)) for k in keys} if full else {}),
                     **{f"{k}_by_destination": np.zeros((runs, n_dest)) for k in keys},
                     "median_wait_days": np.full(runs, np.nan)}
         requested = self._keep(requested)
         required = self._keep(required)
         approval = self._keep(approval)
+        if approval_scale is not None:
+            approval = np.minimum(1.0, approval * np.reshape(approval_scale, (-1, 1)))
         hazards = self._hazards(hazards)
         validity = np.maximum(self._keep(validity_months), 1.0)
         pending = self.pending
@@ -299,7 +318,7 @@ class LicenceQueue:
         onehot = np.zeros((len(self.index), self.shape[dest_axis]))
         onehot[np.arange(len(self.index)), dest] = 1.0
         return {
-            **{k: self._full(v, 0.0) for k, v in out.items()},
+            **({k: self._full(v, 0.0) for k, v in out.items()} if full else {}),
             **{f"{k}_by_destination": v @ onehot for k, v in out.items()},
             "median_wait_days": wait_days,
         }

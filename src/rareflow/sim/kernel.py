@@ -27,6 +27,7 @@ import numpy as np
 
 from rareflow.policy.licences import LicenceQueue, review_hazards
 from rareflow.policy.triggers import NEVER
+from rareflow.sim import compiled
 from rareflow.sim.market import allocate, switch_preferences
 from rareflow.sim.network import Controls, Network, RunParameters
 from rareflow.sim.prices import PriceState
@@ -77,6 +78,7 @@ def simulate_arrays(
     detail: bool = False,
     params: RunParameters | None = None,
     responses: ResponseInputs | None = None,
+    backend: str = "auto",
 ) -> dict[str, np.ndarray]:
     """Run every month for ``runs`` identical-parameter runs; return trajectories.
 
@@ -85,7 +87,9 @@ def simulate_arrays(
     for with every route open that actually shipped (``magnet_fill``, ``refined_fill``; large:
     meant for single runs such as a company's exposure analysis). ``responses`` switches on the
     responses model (:mod:`rareflow.sim.responses`); without it capacities and demand follow the
-    network's exogenous paths.
+    network's exogenous paths. ``backend`` picks the implementation of the passes over trade
+    channels: ``"numpy"``, ``"numba"`` (:mod:`rareflow.sim.compiled`, the same numbers) or
+    ``"auto"`` (Numba when it is installed).
 
     Returns
     -------
@@ -94,6 +98,13 @@ def simulate_arrays(
     """
     net, ctl = network, controls
     r = runs
+    if compiled.resolve(backend) == "numba":
+        allocate_, requests_, held_back_, route_open_ = (
+            compiled.allocate, compiled.licence_requests, compiled.held_back,
+            compiled.route_open)
+    else:
+        allocate_, requests_, held_back_ = allocate, _licence_requests, _held_back
+        route_open_ = _route_open
     params = params or RunParameters()
 
     def per_run(value, default):
@@ -105,8 +116,8 @@ def simulate_arrays(
     demand_scale = per_run(params.demand_scale, 1.0)
     mine_scale = per_run(params.mine_scale, 1.0)
     magnet_scale = per_run(params.magnet_capacity_scale, 1.0)
-    approval_scale = per_run(params.approval_scale, 1.0)[..., None]
-    extra_leak = per_run(params.leakage, 0.0)[..., None]
+    approval_scale = per_run(params.approval_scale, 1.0)[:, 0, 0]  # [R]
+    extra_leak = per_run(params.leakage, 0.0)[:, 0, 0]
     pipeline_shift = (net.pipeline_capacity is not None and (
         params.pipeline_delay_months is not None or params.pipeline_completion is not None))
     if pipeline_shift:
@@ -256,14 +267,14 @@ def simulate_arrays(
             allowed_m = allowed_m if trig_m is None else allowed_m * trig_m
         if pol is not None:
             allowed_m = allowed_m * pol.closed_magnet[t]
-            mag_req_lic = _licence_requests(request_g, supply_g, magnet_pref, allowed_m)
+            mag_req_lic = requests_(request_g, supply_g, magnet_pref, allowed_m)
             lic = _magnet_licences(pol, t, origin_share)
             mstats = mag_queue.step(
-                mag_req_lic, lic[0], np.minimum(1.0, lic[1] * approval_scale),
-                review_hazards(lic[2][0], lic[3][0]), lic[5], capacity=pol.capacity_t_per_month)
+                mag_req_lic, lic[0], lic[1], review_hazards(lic[2][0], lic[3][0]), lic[5],
+                capacity=pol.capacity_t_per_month, approval_scale=approval_scale, full=False)
             allowed_m = allowed_m * mag_queue.allowed_share(
-                mag_req_lic, lic[0], np.minimum(1.0, lic[4] + extra_leak))
-        plan, mag_requested = allocate(
+                mag_req_lic, lic[0], lic[4], extra_leakage=extra_leak)
+        plan, mag_requested = allocate_(
             supply_g, request_g, allowed_m, magnet_pref, ctl.home_first
         )
         planned = plan.sum(axis=2)  # [R,X,G]
@@ -288,7 +299,7 @@ def simulate_arrays(
             allowed_r = allowed_r if trig_r is None else allowed_r * trig_r
         if pol is not None:
             allowed_r = allowed_r * pol.closed_refined[t]
-            ref_req_lic = _licence_requests(refined_need, refined_stock, refined_pref, allowed_r)
+            ref_req_lic = requests_(refined_need, refined_stock, refined_pref, allowed_r)
             quota = pol.quota_t_per_month[t]
             if np.isfinite(quota).any():
                 exports = (ref_req_lic * ~eye[None, :, :, None]).sum(axis=(2, 3))  # [R,X]
@@ -296,15 +307,15 @@ def simulate_arrays(
                 allowed_r = allowed_r * np.where(eye[None, :, :, None], 1.0,
                                                  factor[:, :, None, None])
             rl = pol.refined
+            required_r = rl.required[t][None]
             rstats = ref_queue.step(
-                ref_req_lic, rl.required[t][None],
-                np.minimum(1.0, rl.approval[t][None] * approval_scale),
+                ref_req_lic, required_r, rl.approval[t][None],
                 review_hazards(rl.review_median_months[t], rl.review_p90_months[t]),
-                rl.validity_months[t][None], capacity=pol.capacity_t_per_month)
+                rl.validity_months[t][None], capacity=pol.capacity_t_per_month,
+                approval_scale=approval_scale, full=False)
             allowed_r = allowed_r * ref_queue.allowed_share(
-                ref_req_lic, rl.required[t][None],
-                np.minimum(1.0, rl.leakage[t][None] + extra_leak))
-        rflow, ref_requested = allocate(
+                ref_req_lic, required_r, rl.leakage[t][None], extra_leakage=extra_leak)
+        rflow, ref_requested = allocate_(
             refined_stock, refined_need, allowed_r, refined_pref, ctl.home_first
         )
         rflow_out = np.einsum("rxck->rxk", rflow)  # shipped by each exporter [R,X,E]
@@ -362,12 +373,12 @@ def simulate_arrays(
         spare_mag = np.maximum(makeable.sum(axis=2) - delivered.sum(axis=2), 0.0)
         magnet_pref = switch_preferences(
             magnet_pref, np.einsum("rxcg->rxc", mag_requested), mtrade * ~eye[None],
-            spare_mag, allowed_m.max(axis=3), switching,
+            spare_mag, route_open_(allowed_m), switching,
         )
         spare_ref = refined_stock.sum(axis=2)
         refined_pref = switch_preferences(
             refined_pref, np.einsum("rxck->rxc", ref_requested), rtrade * ~eye[None],
-            spare_ref, allowed_r.max(axis=3), switching,
+            spare_ref, route_open_(allowed_r), switching,
         )
         if resp is None or not responses.prices:
             price = prices.update(refined_need, received)
@@ -376,14 +387,14 @@ def simulate_arrays(
             # would have made with only the scenario's own restrictions, times the share the
             # rules blocked. (Magnets held back are not added: their makers then make and buy
             # less, which the refined need already shows.)
-            open_r = _licence_requests(refined_need, refined_stock + rflow_out,
+            open_r = requests_(refined_need, refined_stock + rflow_out,
                                        refined_pref, scenario_r)
             held_r = open_r * (1.0 - _div(allowed_r, scenario_r, fill=1.0))
             price = prices.update(refined_need, received,
                                   held_back=np.einsum("rxck->rxk", held_r))
         if pol is not None:
             stats = _licence_stats(pol, t, lic, mstats, rstats, mag_req_lic, ref_req_lic,
-                                   mflow, rflow, eye)
+                                   mflow, rflow, held_back_)
             out["licences"][:, t] = stats[0]
             out["licence_wait_days"][:, t] = stats[1]
             out["held_back"][:, t] = stats[2]
@@ -448,9 +459,9 @@ def simulate_arrays(
         if detail:
             # what buyers would have asked for with every route open (measured after this
             # month's switching, as the old preferences' requests are no longer observable)
-            open_m = _licence_requests(request_g, supply_g, magnet_pref,
+            open_m = requests_(request_g, supply_g, magnet_pref,
                                        np.ones_like(mflow))
-            open_r = _licence_requests(refined_need, refined_stock + rflow_out,
+            open_r = requests_(refined_need, refined_stock + rflow_out,
                                        refined_pref, np.ones_like(rflow))
             out["magnet_fill"][:, t] = np.where(open_m > _EPS, np.minimum(
                 1.0, _div(mflow, open_m)), 1.0)
@@ -554,19 +565,25 @@ def _licence_requests(need: np.ndarray, supply: np.ndarray, preference: np.ndarr
 def _magnet_licences(pol, t: int, origin_share: np.ndarray) -> tuple:
     """Licence parameters of magnet channels this month, extraterritorial reach included.
 
-    Returns (required, approval, median_months, p90_months, leakage, validity), each [R,X,C,G].
+    Returns (required, approval, median_months, p90_months, leakage, validity), each [R,X,C,G]
+    ([1,X,C,G] in months without extraterritorial reach).
     A magnet made outside the actor's country needs the actor's licence when the actor's share
     of its maker's rare-earth inputs (by mass, last month) is at least the rule's threshold.
     """
     ml = pol.magnet
     a = pol.extra_actor
     threshold = pol.extraterritorial_threshold[t]  # [C,G]
-    extra = (~np.isnan(threshold))[None, None] & (
-        origin_share[:, :, None, None] >= np.nan_to_num(threshold, nan=np.inf)[None, None])
-    n = origin_share.shape[1]
-    not_actor = np.arange(n) != a
-    extra = extra & not_actor[None, :, None, None] & ~np.eye(n, dtype=bool)[None, :, :, None]
-    direct = np.broadcast_to(ml.required[t], extra.shape)
+    named = ~np.isnan(threshold)
+    if not named.any():  # no extraterritorial reach this month: the same for every run
+        direct = ml.required[t][None]
+        extra = np.zeros_like(direct)
+    else:
+        extra = named[None, None] & (
+            origin_share[:, :, None, None] >= np.nan_to_num(threshold, nan=np.inf)[None, None])
+        n = origin_share.shape[1]
+        not_actor = np.arange(n) != a
+        extra = extra & not_actor[None, :, None, None] & ~np.eye(n, dtype=bool)[None, :, :, None]
+        direct = np.broadcast_to(ml.required[t], extra.shape)
     required = direct | extra
 
     def pick(values: np.ndarray) -> np.ndarray:
@@ -579,18 +596,28 @@ def _magnet_licences(pol, t: int, origin_share: np.ndarray) -> tuple:
             pick(ml.review_p90_months), leakage, pick(ml.validity_months))
 
 
-def _licence_stats(pol, t, lic, mstats, rstats, mag_req, ref_req, mflow, rflow, eye):
+def _route_open(allowed: np.ndarray) -> np.ndarray:
+    """The most open product of each route [R, X, C] of ``allowed`` [R, X, C, K]."""
+    return allowed.max(axis=3)
+
+
+def _held_back(requested: np.ndarray, flow: np.ndarray, required: np.ndarray) -> np.ndarray:
+    """Tonnes requested from foreign suppliers under licence that did not ship [R, C, K].
+
+    requested, flow [R,X,C,K]; required [1|R,X,C,K] (bool).
+    """
+    foreign = ~np.eye(requested.shape[1], dtype=bool)[None, :, :, None]
+    return np.einsum("rxck->rck", np.maximum(requested - flow, 0.0) * required * foreign)
+
+
+def _licence_stats(pol, t, lic, mstats, rstats, mag_req, ref_req, mflow, rflow, held_back):
     """This month's licence statistics: (stats [R, 5, C], median wait days [R], tonnes held back
-    by destination and product [R, C, E + G])."""
-    required = lic[0]
-    rl = pol.refined
-    foreign = ~eye[None, :, :, None]
-    held_m = np.maximum(mag_req - mflow, 0.0) * required * foreign
-    held_r = np.maximum(ref_req - rflow, 0.0) * rl.required[t][None] * foreign
+    by destination and product [R, C, E + G]). ``held_back`` is :func:`_held_back` or its
+    compiled twin."""
     stats = [mstats[f"{key}_by_destination"] + rstats[f"{key}_by_destination"]
              for key in ("applications", "approved", "denied", "backlog")]
-    held_m_ck = np.einsum("rxck->rck", held_m)
-    held_r_ck = np.einsum("rxck->rck", held_r)
+    held_m_ck = held_back(mag_req, mflow, lic[0])
+    held_r_ck = held_back(ref_req, rflow, pol.refined.required[t][None])
     stats.append(held_m_ck.sum(axis=2) + held_r_ck.sum(axis=2))
     wait = np.where(np.isnan(mstats["median_wait_days"]), rstats["median_wait_days"],
                     mstats["median_wait_days"])

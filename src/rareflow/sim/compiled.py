@@ -1,0 +1,278 @@
+"""Optional compiled (Numba) versions of the kernel's passes over trade channels.
+
+The kernel spends most of its time in a few passes over the [run, exporter, importer, product]
+arrays (17 x 17 x 18 refined channels per run): the allocation of a market
+(:func:`rareflow.sim.market.allocate`), the requests buyers would place without licences
+(``kernel._licence_requests``) and the tonnes that licences held back (``kernel._licence_stats``).
+In numpy each is a dozen separate passes over arrays too large for the cache; here each is one
+or two loops that keep a channel's numbers in registers.
+
+The functions compute the same numbers as the numpy versions, operation for operation and in the
+same order of summation (tests/test_compiled.py holds them, and the whole kernel, to 1e-9; they
+agree bit for bit on the cases tested). Numba is optional: without it :data:`AVAILABLE` is False
+and the kernel uses numpy (``backend="numpy"``; ``"auto"`` picks this module when it can).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:  # an optional dependency: pip install 'rareflow[fast]'
+    from numba import njit
+except ImportError:  # pragma: no cover - exercised on machines without numba
+    njit = None
+
+#: Whether the compiled backend can be used on this machine.
+AVAILABLE = njit is not None
+BACKENDS = ("auto", "numpy", "numba")
+_EPS = 1e-12
+
+
+def resolve(backend: str) -> str:
+    """The backend a request names: ``"auto"`` is ``"numba"`` when Numba is installed."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend (value {backend!r}): must be one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "numba" if AVAILABLE else "numpy"
+    if backend == "numba" and not AVAILABLE:
+        raise ValueError("backend (value 'numba'): Numba is not installed; "
+                         "pip install 'rareflow[fast]' or use backend 'numpy'")
+    return backend
+
+
+def _jit(fn):
+    return fn if njit is None else njit(cache=True, nogil=True)(fn)
+
+
+def _per_run(allowed: np.ndarray, runs: int) -> np.ndarray:
+    """``allowed`` as a 4-D array with 1 (same for every run) or ``runs`` leading entries."""
+    allowed = np.asarray(allowed, dtype=float)
+    if allowed.ndim == 3:
+        return np.ascontiguousarray(allowed[None])
+    if allowed.shape[0] == 1 or (runs > 1 and allowed.strides[0] == 0):
+        return np.ascontiguousarray(allowed[:1])
+    return np.ascontiguousarray(allowed)
+
+
+@_jit
+def _suppliers(preference, r, suppliers, count):  # pragma: no cover
+    """For each buyer c, the foreign suppliers x with a preference, in ascending order."""
+    n = preference.shape[1]
+    for c in range(n):
+        m = 0
+        for x in range(n):
+            if x != c and preference[r, x, c] != 0.0:
+                suppliers[c, m] = x
+                m += 1
+        count[c] = m
+
+
+@_jit
+def _allocate(supply, need, allowed, preference, home_first, all_open):  # pragma: no cover
+    # Loops visit only buyers with something to ask for and suppliers they prefer: every other
+    # channel's request and flow is zero in the numpy version too (0 * x), and skipping a zero
+    # term leaves each sum unchanged. Sums run in the numpy version's order (ascending index).
+    runs, n, k_n = supply.shape
+    flow = np.zeros((runs, n, n, k_n))
+    asked = np.zeros((runs, n, n, k_n))
+    second = np.zeros((n, n, k_n))
+    suppliers = np.zeros((n, n), dtype=np.int64)
+    count = np.zeros(n, dtype=np.int64)
+    total = np.zeros((n, k_n))
+    scale = np.zeros((n, k_n))
+    home_fill = np.zeros((n, k_n))
+    spare = np.zeros((n, k_n))
+    lack = np.zeros((n, k_n))
+    den = np.zeros((n, k_n))
+    for r in range(runs):
+        a = allowed[r] if allowed.shape[0] > 1 else allowed[0]
+        _suppliers(preference, r, suppliers, count)
+        # round 1: the need home supply cannot cover, split over open foreign routes
+        total[:] = 0.0
+        for c in range(n):
+            for k in range(k_n):
+                unmet = max(need[r, c, k] - supply[r, c, k], 0.0)
+                if unmet == 0.0:
+                    continue
+                d = 0.0
+                for j in range(count[c]):
+                    x = suppliers[c, j]
+                    if a[x, c, k] > _EPS:
+                        d += preference[r, x, c]
+                if not d > _EPS:
+                    continue
+                for j in range(count[c]):
+                    x = suppliers[c, j]
+                    if a[x, c, k] > _EPS:
+                        q = preference[r, x, c] / d * unmet
+                        asked[r, x, c, k] = q
+                        f = q if all_open else q * a[x, c, k]
+                        flow[r, x, c, k] = f
+                        total[x, k] += f
+        # each seller serves home and foreign requests (home first, or pro rata)
+        for x in range(n):
+            for k in range(k_n):
+                home = need[r, x, k]
+                s = supply[r, x, k]
+                ft = total[x, k]
+                wanted = home + ft
+                ratio = min(1.0, s / wanted if wanted > _EPS else 0.0)
+                if not wanted > _EPS:
+                    ratio = 0.0
+                if home_first[x]:
+                    home_hf = min(home, s)
+                    scale[x, k] = min(1.0, (s - home_hf) / ft if ft > _EPS else 0.0)
+                    home_fill[x, k] = home_hf
+                else:
+                    scale[x, k] = ratio
+                    home_fill[x, k] = home * ratio
+        total[:] = 0.0
+        lack[:] = 0.0  # first what arrived from all sellers
+        for c in range(n):
+            for k in range(k_n):
+                for j in range(count[c]):
+                    x = suppliers[c, j]
+                    f = flow[r, x, c, k] * scale[x, k]
+                    flow[r, x, c, k] = f
+                    total[x, k] += f
+        for x in range(n):  # ascending x for each buyer, as flow.sum(axis=1)
+            for c in range(n):
+                for k in range(k_n):
+                    lack[c, k] += flow[r, x, c, k]
+        for x in range(n):
+            for k in range(k_n):
+                spare[x, k] = max(supply[r, x, k] - home_fill[x, k] - total[x, k], 0.0)
+                lack[x, k] = max(need[r, x, k] - home_fill[x, k] - lack[x, k], 0.0)
+        # round 2: what buyers still lack, from usual suppliers with supply left on open routes
+        total[:] = 0.0
+        for c in range(n):
+            for k in range(k_n):
+                den[c, k] = 0.0
+                if lack[c, k] == 0.0:
+                    continue
+                d = 0.0
+                for j in range(count[c]):
+                    x = suppliers[c, j]
+                    if spare[x, k] > _EPS and a[x, c, k] >= 1.0 - 1e-9:
+                        d += preference[r, x, c]
+                den[c, k] = d
+                if not d > _EPS:
+                    continue
+                for j in range(count[c]):
+                    x = suppliers[c, j]
+                    q = 0.0
+                    if spare[x, k] > _EPS and a[x, c, k] >= 1.0 - 1e-9:
+                        q = preference[r, x, c] / d * lack[c, k]
+                    second[x, c, k] = q
+                    total[x, k] += q
+        for x in range(n):
+            for k in range(k_n):
+                t = total[x, k]
+                scale[x, k] = min(1.0, spare[x, k] / t if t > _EPS else 0.0)
+        for c in range(n):
+            for k in range(k_n):
+                asked_again = lack[c, k] != 0.0 and den[c, k] > _EPS
+                for j in range(count[c]):
+                    x = suppliers[c, j]
+                    f = flow[r, x, c, k]
+                    if asked_again:
+                        q = second[x, c, k]
+                        f += q * scale[x, k]
+                        asked[r, x, c, k] += q
+                    flow[r, x, c, k] = max(f, 0.0)  # a seller's stock may be -1e-20 (rounding)
+        for x in range(n):
+            for k in range(k_n):
+                flow[r, x, x, k] = max(home_fill[x, k], 0.0)
+    return flow, asked
+
+
+def allocate(supply: np.ndarray, need: np.ndarray, allowed: np.ndarray,
+             preference: np.ndarray, home_first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rareflow.sim.market.allocate`, compiled; same arguments, same results."""
+    runs = supply.shape[0]
+    allowed = _per_run(allowed, runs)
+    all_open = allowed.shape[0] == 1 and bool((allowed >= 1.0 - 1e-9).all())
+    return _allocate(np.ascontiguousarray(supply, dtype=float),
+                     np.ascontiguousarray(need, dtype=float), allowed,
+                     np.ascontiguousarray(preference, dtype=float),
+                     np.ascontiguousarray(home_first, dtype=np.bool_), all_open)
+
+
+@_jit
+def _licence_requests(need, supply, preference, allowed):  # pragma: no cover
+    # only buyers with unmet need and the suppliers they prefer: every other request is 0 * x
+    runs, n, k_n = need.shape
+    out = np.zeros((runs, n, n, k_n))
+    suppliers = np.zeros((n, n), dtype=np.int64)
+    count = np.zeros(n, dtype=np.int64)
+    for r in range(runs):
+        a = allowed[r] if allowed.shape[0] > 1 else allowed[0]
+        _suppliers(preference, r, suppliers, count)
+        for c in range(n):
+            for k in range(k_n):
+                unmet = max(need[r, c, k] - supply[r, c, k], 0.0)
+                if unmet == 0.0:
+                    continue
+                d = 0.0
+                for j in range(count[c]):
+                    x = suppliers[c, j]
+                    d += preference[r, x, c] * a[x, c, k]
+                if not abs(d) > _EPS:
+                    continue
+                for j in range(count[c]):
+                    x = suppliers[c, j]
+                    out[r, x, c, k] = unmet * (preference[r, x, c] * a[x, c, k] / d)
+    return out
+
+
+def licence_requests(need: np.ndarray, supply: np.ndarray, preference: np.ndarray,
+                     allowed: np.ndarray) -> np.ndarray:
+    """``kernel._licence_requests``, compiled; same arguments, same results."""
+    runs = need.shape[0]
+    return _licence_requests(np.ascontiguousarray(need, dtype=float),
+                             np.ascontiguousarray(supply, dtype=float),
+                             np.ascontiguousarray(preference, dtype=float),
+                             _per_run(allowed, runs))
+
+
+@_jit
+def _held_back(requested, flow, required):  # pragma: no cover
+    runs, n, _, k_n = requested.shape
+    out = np.zeros((runs, n, k_n))
+    for r in range(runs):
+        q = required[r] if required.shape[0] > 1 else required[0]
+        for x in range(n):
+            for c in range(n):
+                if c == x:
+                    continue
+                for k in range(k_n):
+                    if q[x, c, k] > 0.0:
+                        out[r, c, k] += max(requested[r, x, c, k] - flow[r, x, c, k], 0.0)
+    return out
+
+
+def held_back(requested: np.ndarray, flow: np.ndarray, required: np.ndarray) -> np.ndarray:
+    """Tonnes requested from foreign suppliers under licence that did not ship [R, C, K]:
+    ``(max(requested - flow, 0) * required * foreign).sum(axis=1)``."""
+    runs = requested.shape[0]
+    return _held_back(np.ascontiguousarray(requested, dtype=float),
+                      np.ascontiguousarray(flow, dtype=float), _per_run(required, runs))
+
+
+@_jit
+def _route_open(allowed):  # pragma: no cover
+    runs, n, _, k_n = allowed.shape
+    out = np.zeros((runs, n, n))
+    for r in range(runs):
+        for x in range(n):
+            for c in range(n):
+                m = allowed[r, x, c, 0]
+                for k in range(1, k_n):
+                    m = max(m, allowed[r, x, c, k])
+                out[r, x, c] = m
+    return out
+
+
+def route_open(allowed: np.ndarray) -> np.ndarray:
+    """``allowed.max(axis=3)``: the most open product of each route [R, X, C]."""
+    return _route_open(np.ascontiguousarray(allowed, dtype=float))

@@ -1,0 +1,133 @@
+"""The optional compiled backend (rareflow.sim.compiled) against the numpy kernel.
+
+Numba is optional: without it the comparisons are skipped and only the backend selection is
+tested. The compiled passes are written to perform the numpy versions' operations in the same
+order, so on these cases they agree bit for bit; the tests require 1e-9 (the issue's contract),
+which also holds where a platform rounds differently in the last bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rareflow.sim.compiled as compiled
+from rareflow import load_dataset, load_scenario, simulate
+from rareflow.compile import compile_scenario
+from rareflow.compile_responses import compile_responses
+from rareflow.ensemble import run_parameters, sample
+from rareflow.sim import kernel
+from rareflow.sim.market import allocate
+
+needs_numba = pytest.mark.skipif(not compiled.AVAILABLE, reason="numba is not installed")
+RTOL = 1e-9
+
+
+def _close(actual, expected):
+    actual, expected = np.asarray(actual, float), np.asarray(expected, float)
+    assert actual.shape == expected.shape
+    assert np.array_equal(np.isnan(actual), np.isnan(expected))
+    a, e = np.nan_to_num(actual), np.nan_to_num(expected)
+    scale = max(float(np.abs(e).max(initial=0.0)), 1e-300)
+    np.testing.assert_allclose(a, e, rtol=RTOL, atol=RTOL * scale * 1e-3)
+
+
+def _market(rng, runs, n, k, allowed_kind):
+    """Random sellers' stocks (some zero, a few -1e-20 from rounding), needs, sparse
+    preferences and export rules."""
+    supply = rng.uniform(0, 100, size=(runs, n, k)) * (rng.uniform(size=(runs, n, k)) < 0.6)
+    supply[rng.uniform(size=supply.shape) < 0.05] = -1e-20
+    need = rng.uniform(0, 100, size=(runs, n, k)) * (rng.uniform(size=(runs, n, k)) < 0.5)
+    allowed = rng.choice([0.0, 0.3, 1.0], p=[0.2, 0.2, 0.6], size=(runs, n, n, k))
+    if allowed_kind == "shared":
+        allowed = allowed[0]
+    elif allowed_kind == "open":
+        allowed = np.ones((n, n, k))
+    elif allowed_kind == "broadcast":
+        allowed = np.broadcast_to(allowed[0], (runs, n, n, k))
+    pref = rng.uniform(size=(runs, n, n)) * (rng.uniform(size=(runs, n, n)) < 0.4)
+    pref[:, np.arange(n), np.arange(n)] = 0.0
+    pref /= np.maximum(pref.sum(axis=1, keepdims=True), 1e-12)
+    home_first = rng.uniform(size=n) < 0.5
+    return supply, need, allowed, pref, home_first
+
+
+@needs_numba
+@pytest.mark.parametrize("allowed_kind", ["per_run", "shared", "open", "broadcast"])
+@pytest.mark.parametrize("runs", [1, 5])
+def test_compiled_channel_passes_match_numpy(runs, allowed_kind):
+    rng = np.random.default_rng(runs * 7 + len(allowed_kind))
+    n, k = 7, 4
+    for _ in range(15):
+        supply, need, allowed, pref, home_first = _market(rng, runs, n, k, allowed_kind)
+        for fast, slow in zip(compiled.allocate(supply, need, allowed, pref, home_first),
+                              allocate(supply, need, allowed, pref, home_first), strict=True):
+            _close(fast, slow)
+        full = np.broadcast_to(allowed, (runs, n, n, k))
+        _close(compiled.licence_requests(need, supply, pref, full),
+               kernel._licence_requests(need, supply, pref, full))
+        _close(compiled.route_open(full), kernel._route_open(full))
+        flow = allocate(supply, need, allowed, pref, home_first)[0]
+        requested = kernel._licence_requests(need, supply, pref, full)
+        required = rng.uniform(size=(1, n, n, k)) < 0.5
+        _close(compiled.held_back(requested, flow, required),
+               kernel._held_back(requested, flow, required))
+
+
+@needs_numba
+def test_compiled_allocation_conserves_supply_and_need():
+    """Independently of numpy: no seller ships more than it has, no buyer gets more than it
+    needs, and nothing flows on a closed route."""
+    rng = np.random.default_rng(11)
+    supply, need, allowed, pref, home_first = _market(rng, 4, 6, 3, "per_run")
+    flow, asked = compiled.allocate(supply, need, allowed, pref, home_first)
+    assert (flow >= 0).all() and (asked >= 0).all()
+    assert (flow.sum(axis=2) <= np.maximum(supply, 0) + 1e-9).all()
+    assert (flow.sum(axis=1) <= need + 1e-9).all()
+    foreign = ~np.eye(6, dtype=bool)[None, :, :, None]
+    assert (flow[(allowed == 0) & foreign] == 0).all()
+
+
+DATASET = load_dataset()
+
+
+@needs_numba
+@pytest.mark.parametrize("name", ["history-2025", "us-embargo", "escalation-ladder",
+                                  "allied-buildout-2030"])
+def test_compiled_kernel_matches_numpy_kernel(name):
+    scenario = load_scenario(name)
+    network, controls = compile_scenario(DATASET, scenario)
+    responses = compile_responses(DATASET, scenario, network)
+    params = None
+    if scenario.uncertain.parameters:
+        _, values = sample(scenario.uncertain, 3, seed=5)
+        params = run_parameters(scenario.uncertain, values)
+    outputs = [kernel.simulate_arrays(network, controls, runs=3, params=params,
+                                      responses=responses, backend=backend)
+               for backend in ("numba", "numpy")]
+    assert outputs[0].keys() == outputs[1].keys()
+    for key in outputs[1]:
+        _close(outputs[0][key], outputs[1][key])
+
+
+@needs_numba
+def test_backend_choice_does_not_change_an_ensemble():
+    scenario = load_scenario("history-2025").model_copy(update={"end": "2026-06"})
+    heads = [simulate(DATASET, scenario, runs=6, seed=4, keep=False, batch_size=4,
+                      backend=backend).summary()["headline"] for backend in ("numba", "numpy")]
+    for key, value in heads[1].items():
+        if isinstance(value, dict):
+            for q in value:
+                _close(heads[0][key][q], value[q])
+
+
+def test_backend_names_are_checked(monkeypatch):
+    with pytest.raises(ValueError, match=r"backend \(value 'fortran'\): must be one of"):
+        compiled.resolve("fortran")
+    assert compiled.resolve("numpy") == "numpy"
+    monkeypatch.setattr(compiled, "AVAILABLE", False)
+    assert compiled.resolve("auto") == "numpy"
+    with pytest.raises(ValueError, match="Numba is not installed"):
+        compiled.resolve("numba")
+    monkeypatch.setattr(compiled, "AVAILABLE", True)
+    assert compiled.resolve("auto") == "numba"
