@@ -131,3 +131,33 @@ def test_backend_names_are_checked(monkeypatch):
         compiled.resolve("numba")
     monkeypatch.setattr(compiled, "AVAILABLE", True)
     assert compiled.resolve("auto") == "numba"
+
+
+@needs_numba
+@pytest.mark.parametrize("scaled", [False, True])
+def test_compiled_licence_queue_matches_numpy_queue(scaled):
+    from rareflow.policy.licences import LicenceQueue, review_hazards
+
+    rng = np.random.default_rng(8 + scaled)
+    runs, shape = 4, (5, 5, 3)
+    mask = rng.uniform(size=shape) < 0.4
+    queues = [LicenceQueue.empty(runs, shape, channels=mask, core=core)
+              for core in (compiled.LICENCE_CORE, None)]
+    scale = rng.uniform(0.5, 1.5, size=runs) if scaled else None
+    extra = rng.uniform(0, 0.1, size=runs) if scaled else None
+    for month in range(30):
+        requested = rng.uniform(0, 100, size=(runs, *shape)) * (rng.uniform(size=shape) < 0.8)
+        required = mask & (rng.uniform(size=shape) < (0.9 if month < 20 else 0.3))
+        approval = rng.uniform(0.3, 1.0, size=(1, *shape))
+        median = rng.choice([0.5, 1.5, 2.0], size=shape)
+        validity = rng.choice([1.0, 6.0], size=(1, *shape))
+        leakage = rng.uniform(0, 0.2, size=(runs, *shape))
+        allowed = rng.choice([0.0, 0.5, 1.0], size=(1, *shape))
+        stats = [q.step(requested, required, approval, review_hazards(median, median * 1.8),
+                        validity, approval_scale=scale, full=False) for q in queues]
+        for key in stats[1]:
+            _close(stats[0][key], stats[1][key])
+        shares = [q.allowed_share(requested, required, leakage, extra_leakage=extra,
+                                  allowed=allowed) for q in queues]
+        _close(shares[0], shares[1])
+        _close(queues[0].pending, queues[1].pending)

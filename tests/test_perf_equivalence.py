@@ -56,14 +56,15 @@ class _DenseQueue:
         return cls(np.zeros((runs, *shape)), np.zeros((runs, MAX_AGE, *shape)))
 
     # the run parameters arrive as keywords since issue 6's later passes (same arithmetic)
-    def allowed_share(self, requested, required, leakage, extra_leakage=None):
+    def allowed_share(self, requested, required, leakage, extra_leakage=None, allowed=None):
         if extra_leakage is not None:
             leakage = np.minimum(1.0, leakage + np.reshape(extra_leakage, (-1, 1, 1, 1)))
         licensed = np.minimum(self.licensed, requested)
         ship = licensed + leakage * np.maximum(requested - self.licensed, 0.0)
         share = np.divide(ship, requested, out=np.ones_like(requested), where=requested > _EPS)
         share = np.where(requested > _EPS, share, np.where(self.licensed > _EPS, 1.0, leakage))
-        return np.where(required, np.clip(share, 0.0, 1.0), 1.0)
+        share = np.where(required, np.clip(share, 0.0, 1.0), 1.0)
+        return share if allowed is None else allowed * share
 
     def step(self, requested, required, approval, hazards, validity_months,
              capacity=np.inf, exporter_axis=1, approval_scale=None, full=True):

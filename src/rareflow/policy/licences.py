@@ -128,15 +128,18 @@ class LicenceQueue:
     _backlog: np.ndarray | None = field(default=None, repr=False)  # pending.sum(axis=1)
     _spare: np.ndarray | None = field(default=None, repr=False)  # buffer for the next pending
     _admitted: object = field(default=None, repr=False)  # the last ``required`` admitted
+    #: compiled twins of the month's arithmetic (``rareflow.sim.compiled.LICENCE_CORE``: the
+    #: same numbers), or None for numpy
+    core: object = field(default=None, repr=False)
 
     @classmethod
     def empty(cls, runs: int, shape: tuple[int, ...], policy=None, stage: str | None = None,
-              channels: np.ndarray | None = None) -> LicenceQueue:
+              channels: np.ndarray | None = None, core: object = None) -> LicenceQueue:
         """A queue with nothing licensed or pending.
 
         ``channels`` (a mask of ``shape``), or ``policy`` and ``stage`` (see
         :func:`licence_channels`), name the channels that can ever need a licence; requiring
-        any other channel is an error.
+        any other channel is an error. ``core``: see the attribute.
         """
         shape = tuple(int(d) for d in shape)
         if channels is None and stage is not None:
@@ -145,7 +148,7 @@ class LicenceQueue:
         if channels is not None:
             candidates = np.flatnonzero(np.broadcast_to(np.asarray(channels, dtype=bool), shape))
         return cls(np.zeros((runs, 0)), np.zeros((runs, MAX_AGE, 0)), shape,
-                   candidates=candidates)
+                   candidates=candidates, core=core)
 
     @property
     def size(self) -> int:
@@ -220,15 +223,25 @@ class LicenceQueue:
         return kept
 
     def allowed_share(self, requested: np.ndarray, required: np.ndarray,
-                      leakage: np.ndarray, extra_leakage: np.ndarray | None = None) -> np.ndarray:
+                      leakage: np.ndarray, extra_leakage: np.ndarray | None = None,
+                      allowed: np.ndarray | None = None) -> np.ndarray:
         """Share of the requested flow that may ship this month (1 where no licence is needed).
 
-        ``extra_leakage`` [R] (a run parameter) is added to ``leakage``, capped at 1.
+        ``extra_leakage`` [R] (a run parameter) is added to ``leakage``, capped at 1. With
+        ``allowed`` (broadcasting to [R, *shape]) the result is ``allowed`` times the share.
         """
         self._admit(required)
         runs = np.shape(requested)[0]
         if not len(self.index):
-            return np.ones((runs, *self.shape))
+            ones = np.ones((runs, *self.shape))
+            return ones if allowed is None else allowed * ones
+        if self.core is not None and allowed is not None:
+            extra = (np.zeros(runs) if extra_leakage is None
+                     else np.broadcast_to(np.asarray(extra_leakage, float), (runs,)))
+            out = self.core.share(self.licensed, self.index, self._flat(requested, 1),
+                                  self._flat(required, 1), self._flat(leakage, 1), extra,
+                                  extra_leakage is not None, self._flat(allowed, 1))
+            return out.reshape((runs, *self.shape))
         requested = self._keep(requested)
         required = self._keep(required)
         leakage = self._keep(leakage)
@@ -239,7 +252,8 @@ class LicenceQueue:
         share = np.divide(ship, requested, out=np.ones_like(requested), where=requested > _EPS)
         # nothing is licensed yet where nothing was requested: ship what the licences cover
         share = np.where(requested > _EPS, share, np.where(self.licensed > _EPS, 1.0, leakage))
-        return self._full(np.where(required, np.clip(share, 0.0, 1.0), 1.0), 1.0)
+        share = self._full(np.where(required, np.clip(share, 0.0, 1.0), 1.0), 1.0)
+        return share if allowed is None else allowed * share
 
     def step(
         self,
@@ -273,18 +287,31 @@ class LicenceQueue:
             return {**({k: np.zeros((runs, *self.shape)) for k in keys} if full else {}),
                     **{f"{k}_by_destination": np.zeros((runs, n_dest)) for k in keys},
                     "median_wait_days": np.full(runs, np.nan)}
+        hazards = self._hazards(hazards)
+        pending = self.pending
+        if self._backlog is None:
+            self._backlog = pending.sum(axis=1)
+        if self.core is not None and not np.isfinite(np.asarray(capacity)).any():
+            # compiled: the same arithmetic, channel by channel, gathered from the full arrays;
+            # pending ages in place and decisions come back summed by age
+            scale = (np.ones(runs) if approval_scale is None
+                     else np.broadcast_to(np.asarray(approval_scale, float), (runs,)))
+            applications, approved, denied, by_age, self._backlog = self.core.month(
+                self.licensed, pending, self._backlog, self.index,
+                self._flat(requested, 1), self._flat(required, 1), self._flat(approval, 1),
+                scale, approval_scale is not None, self._flat(validity_months, 1), hazards)
+            wait_days = _median_age(by_age) * DAYS_PER_MONTH
+            return self._statistics(applications, approved, denied, wait_days, exporter_axis,
+                                    full)
         requested = self._keep(requested)
         required = self._keep(required)
         approval = self._keep(approval)
         if approval_scale is not None:
             approval = np.minimum(1.0, approval * np.reshape(approval_scale, (-1, 1)))
-        hazards = self._hazards(hazards)
         validity = np.maximum(self._keep(validity_months), 1.0)
-        pending = self.pending
         self.licensed = np.where(required, self.licensed * (1.0 - 1.0 / validity), 0.0)
         req = np.where(required, requested, 0.0)
-        in_review = self._backlog if self._backlog is not None else pending.sum(axis=1)
-        applications = np.maximum(req - self.licensed - in_review, 0.0) * required
+        applications = np.maximum(req - self.licensed - self._backlog, 0.0) * required
         pending[:, 0] += applications
         decided_by_age = pending * hazards[None]
         decided = decided_by_age.sum(axis=1)
@@ -299,7 +326,7 @@ class LicenceQueue:
                                               where=total > _EPS))[:, exporters]
             decided_by_age *= scale[:, None]
             decided = decided * scale
-        wait_days = _weighted_median_age(decided_by_age) * DAYS_PER_MONTH
+        wait_days = _median_age(decided_by_age.sum(axis=2)) * DAYS_PER_MONTH
         # what stays in review, aged by one month (into the spare buffer, in one pass); the
         # oldest bucket was fully decided (hazard 1)
         aged = self._spare if self._spare is not None else np.empty_like(pending)
@@ -310,6 +337,10 @@ class LicenceQueue:
         approved = decided * approval
         denied = decided - approved
         self.licensed = np.where(required, self.licensed + approved, 0.0)
+        return self._statistics(applications, approved, denied, wait_days, exporter_axis, full)
+
+    def _statistics(self, applications, approved, denied, wait_days, exporter_axis, full):
+        """The month's statistics from its kept channels (see :meth:`step`)."""
         out = {"applications": applications, "approved": approved, "denied": denied,
                "backlog": self._backlog}
         # per destination (summed over exporters and products), from the kept channels only
@@ -324,9 +355,9 @@ class LicenceQueue:
         }
 
 
-def _weighted_median_age(mass: np.ndarray) -> np.ndarray:
-    """Median of decision ages (months, bucket midpoints), over all channels, per run [R]."""
-    by_age = mass.sum(axis=2)  # [R, MAX_AGE]
+def _median_age(by_age: np.ndarray) -> np.ndarray:
+    """Median of decision ages (months, bucket midpoints) per run [R], from the volume
+    decided at each age summed over channels, ``by_age`` [R, MAX_AGE]."""
     total = by_age.sum(axis=1, keepdims=True)
     cum = np.cumsum(by_age, axis=1)
     idx = (cum < 0.5 * total).sum(axis=1)

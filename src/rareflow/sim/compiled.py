@@ -276,3 +276,177 @@ def _route_open(allowed):  # pragma: no cover
 def route_open(allowed: np.ndarray) -> np.ndarray:
     """``allowed.max(axis=3)``: the most open product of each route [R, X, C]."""
     return _route_open(np.ascontiguousarray(allowed, dtype=float))
+
+
+@_jit
+def _magnet_licences(origin_share, threshold, actor, direct, values):  # pragma: no cover
+    runs = origin_share.shape[0]
+    n, _, g_n = direct.shape
+    required = np.zeros((runs, n, n, g_n), dtype=np.bool_)
+    out = np.empty((values.shape[0], runs, n, n, g_n))
+    for r in range(runs):
+        for x in range(n):
+            for c in range(n):
+                for g in range(g_n):
+                    th = threshold[c, g]
+                    extra = (not np.isnan(th)) and origin_share[r, x] >= th and x != actor \
+                        and x != c
+                    own = direct[x, c, g]
+                    required[r, x, c, g] = own or extra
+                    for p in range(values.shape[0]):
+                        out[p, r, x, c, g] = values[p, x, c, g] if own else values[p, actor, c, g]
+    return required, out
+
+
+def magnet_licences(origin_share: np.ndarray, threshold: np.ndarray, actor: int,
+                    direct: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The extraterritorial case of ``kernel._magnet_licences``, compiled.
+
+    origin_share [R, X] (the actor's share of each maker's inputs), threshold [C, G] (NaN: no
+    reach), direct [X, C, G] (licence required by the rule itself), values [P, X, C, G] (licence
+    parameters). Returns (required [R, X, C, G], parameters [P, R, X, C, G]): a channel is
+    required directly or by reach; reached channels take the actor's parameters.
+    """
+    return _magnet_licences(np.ascontiguousarray(origin_share, dtype=float),
+                            np.ascontiguousarray(threshold, dtype=float), int(actor),
+                            np.ascontiguousarray(direct, dtype=np.bool_),
+                            np.ascontiguousarray(values, dtype=float))
+
+
+@_jit
+def _pairwise_sum(values, n):  # pragma: no cover
+    """``values[:n].sum()`` as numpy computes it for a contiguous row (pairwise summation in
+    blocks of 8, numpy/_core/src/umath/loops_utils.h.src), so that results match bit for bit."""
+    if n < 8:
+        total = 0.0
+        for i in range(n):
+            total += values[i]
+        return total
+    if n <= 128:
+        part = values[:8].copy()
+        i = 8
+        while i < n - (n % 8):
+            for j in range(8):
+                part[j] += values[i + j]
+            i += 8
+        total = ((part[0] + part[1]) + (part[2] + part[3])) + \
+            ((part[4] + part[5]) + (part[6] + part[7]))
+        while i < n:
+            total += values[i]
+            i += 1
+        return total
+    half = n // 2
+    half -= half % 8
+    return _pairwise_sum(values, half) + _pairwise_sum(values[half:], n - half)
+
+
+@_jit
+def _licence_month(licensed, pending, backlog, index, requested, required, approval,
+                   approval_scale, scaled, validity, hazards):  # pragma: no cover
+    # ``pending`` is aged in place; decisions by age are summed over channels per run (for the
+    # median wait) instead of kept. Loops run over channels innermost, so that the sums over
+    # ages (in ascending order, as numpy's) proceed for many channels at once.
+    runs, ages, n = pending.shape
+    applications = np.zeros((runs, n))
+    approved = np.zeros((runs, n))
+    denied = np.zeros((runs, n))
+    in_review = np.zeros((runs, n))
+    by_age = np.zeros((runs, ages))
+    decided_now = np.zeros((ages, n))
+    decided = np.zeros(n)
+    held = np.zeros(n)
+    for r in range(runs):
+        rq_r = r if required.shape[0] > 1 else 0
+        ap_r = r if approval.shape[0] > 1 else 0
+        va_r = r if validity.shape[0] > 1 else 0
+        for j in range(n):
+            i = index[j]
+            required_now = required[rq_r, i]
+            months = max(validity[va_r, i], 1.0)
+            kept = licensed[r, j] * (1.0 - 1.0 / months) if required_now else 0.0
+            held[j] = kept
+            wanted = requested[r, i] if required_now else 0.0
+            applied = max(wanted - kept - backlog[r, j], 0.0) * (1.0 if required_now else 0.0)
+            applications[r, j] = applied
+            pending[r, 0, j] += applied
+        decided[:] = 0.0
+        for a in range(ages):
+            for j in range(n):
+                d = pending[r, a, j] * hazards[a, j]
+                decided_now[a, j] = d
+                decided[j] += d
+        for a in range(ages - 1, 0, -1):  # age by one month (the oldest was all decided)
+            for j in range(n):
+                pending[r, a, j] = pending[r, a - 1, j] - decided_now[a - 1, j]
+        for j in range(n):
+            pending[r, 0, j] = 0.0
+        for a in range(ages):
+            for j in range(n):
+                in_review[r, j] += pending[r, a, j]
+        for j in range(n):
+            i = index[j]
+            share = approval[ap_r, i]
+            if scaled:
+                share = min(1.0, share * approval_scale[r])
+            yes = decided[j] * share
+            approved[r, j] = yes
+            denied[r, j] = decided[j] - yes
+            licensed[r, j] = held[j] + yes if required[rq_r, i] else 0.0
+        for a in range(ages):
+            by_age[r, a] = _pairwise_sum(decided_now[a], n)
+    return applications, approved, denied, by_age, in_review
+
+
+@_jit
+def _licence_share(licensed, index, requested, required, leakage, extra_leakage, extra,
+                   allowed):  # pragma: no cover
+    runs = requested.shape[0]
+    out = np.empty((runs, allowed.shape[1]))
+    for r in range(runs):
+        al_r = r if allowed.shape[0] > 1 else 0
+        rq_r = r if required.shape[0] > 1 else 0
+        lk_r = r if leakage.shape[0] > 1 else 0
+        out[r] = allowed[al_r]
+        for j in range(index.shape[0]):
+            i = index[j]
+            if not required[rq_r, i]:
+                continue  # share 1: allowed * 1.0
+            leak = leakage[lk_r, i]
+            if extra:
+                leak = min(1.0, leak + extra_leakage[r])
+            flow = requested[r, i]
+            held = licensed[r, j]
+            ship = min(held, flow) + leak * max(flow - held, 0.0)
+            if flow > _EPS:
+                share = ship / flow
+            else:
+                share = 1.0 if held > _EPS else leak
+            out[r, i] = allowed[al_r, i] * min(max(share, 0.0), 1.0)
+    return out
+
+
+class _LicenceCore:
+    """The licence queue's month (``LicenceQueue.step`` without a review capacity) and its
+    allowed share times the route's allowed share, compiled; ``LicenceQueue.core``."""
+
+    @staticmethod
+    def month(licensed, pending, backlog, index, requested, required, approval,
+              approval_scale, scaled, validity, hazards):
+        return _licence_month(licensed, pending, backlog, index,
+                              np.ascontiguousarray(requested, dtype=float),
+                              np.ascontiguousarray(required, dtype=np.bool_),
+                              np.ascontiguousarray(approval, dtype=float),
+                              np.ascontiguousarray(approval_scale, dtype=float), scaled,
+                              np.ascontiguousarray(validity, dtype=float),
+                              np.ascontiguousarray(hazards, dtype=float))
+
+    @staticmethod
+    def share(licensed, index, requested, required, leakage, extra_leakage, extra, allowed):
+        return _licence_share(licensed, index, np.ascontiguousarray(requested, dtype=float),
+                              np.ascontiguousarray(required, dtype=np.bool_),
+                              np.ascontiguousarray(leakage, dtype=float),
+                              np.ascontiguousarray(extra_leakage, dtype=float), extra,
+                              np.ascontiguousarray(allowed, dtype=float))
+
+
+LICENCE_CORE = _LicenceCore()

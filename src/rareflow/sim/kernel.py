@@ -102,9 +102,10 @@ def simulate_arrays(
         allocate_, requests_, held_back_, route_open_ = (
             compiled.allocate, compiled.licence_requests, compiled.held_back,
             compiled.route_open)
+        reach_, licence_core = compiled.magnet_licences, compiled.LICENCE_CORE
     else:
         allocate_, requests_, held_back_ = allocate, _licence_requests, _held_back
-        route_open_ = _route_open
+        route_open_, reach_, licence_core = _route_open, None, None
     params = params or RunParameters()
 
     def per_run(value, default):
@@ -145,8 +146,10 @@ def simulate_arrays(
     magnet_pref = np.broadcast_to(net.magnet_preference, (r, c_n, c_n)).copy()
     prices = PriceState.start(net, r, params.price_elasticity)
     pol = ctl.policy
-    mag_queue = LicenceQueue.empty(r, (c_n, c_n, g_n), policy=pol, stage="magnet")
-    ref_queue = LicenceQueue.empty(r, (c_n, c_n, e_n), policy=pol, stage="refined")
+    mag_queue = LicenceQueue.empty(r, (c_n, c_n, g_n), policy=pol, stage="magnet",
+                                   core=licence_core)
+    ref_queue = LicenceQueue.empty(r, (c_n, c_n, e_n), policy=pol, stage="refined",
+                                   core=licence_core)
     origin_share = np.zeros((r, c_n))  # share of each maker's refined receipts from the actor
     stockpile = np.zeros((r, c_n, g_n))  # magnets bought by governments in the simulation
     resp = (None if responses is None else ResponseState(
@@ -268,12 +271,12 @@ def simulate_arrays(
         if pol is not None:
             allowed_m = allowed_m * pol.closed_magnet[t]
             mag_req_lic = requests_(request_g, supply_g, magnet_pref, allowed_m)
-            lic = _magnet_licences(pol, t, origin_share)
+            lic = _magnet_licences(pol, t, origin_share, reach_)
             mstats = mag_queue.step(
                 mag_req_lic, lic[0], lic[1], review_hazards(lic[2][0], lic[3][0]), lic[5],
                 capacity=pol.capacity_t_per_month, approval_scale=approval_scale, full=False)
-            allowed_m = allowed_m * mag_queue.allowed_share(
-                mag_req_lic, lic[0], lic[4], extra_leakage=extra_leak)
+            allowed_m = mag_queue.allowed_share(
+                mag_req_lic, lic[0], lic[4], extra_leakage=extra_leak, allowed=allowed_m)
         plan, mag_requested = allocate_(
             supply_g, request_g, allowed_m, magnet_pref, ctl.home_first
         )
@@ -313,8 +316,9 @@ def simulate_arrays(
                 review_hazards(rl.review_median_months[t], rl.review_p90_months[t]),
                 rl.validity_months[t][None], capacity=pol.capacity_t_per_month,
                 approval_scale=approval_scale, full=False)
-            allowed_r = allowed_r * ref_queue.allowed_share(
-                ref_req_lic, required_r, rl.leakage[t][None], extra_leakage=extra_leak)
+            allowed_r = ref_queue.allowed_share(
+                ref_req_lic, required_r, rl.leakage[t][None], extra_leakage=extra_leak,
+                allowed=allowed_r)
         rflow, ref_requested = allocate_(
             refined_stock, refined_need, allowed_r, refined_pref, ctl.home_first
         )
@@ -562,13 +566,14 @@ def _licence_requests(need: np.ndarray, supply: np.ndarray, preference: np.ndarr
     return np.maximum(need - supply, 0.0)[:, None] * share
 
 
-def _magnet_licences(pol, t: int, origin_share: np.ndarray) -> tuple:
+def _magnet_licences(pol, t: int, origin_share: np.ndarray, compiled_reach=None) -> tuple:
     """Licence parameters of magnet channels this month, extraterritorial reach included.
 
     Returns (required, approval, median_months, p90_months, leakage, validity), each [R,X,C,G]
     ([1,X,C,G] in months without extraterritorial reach).
     A magnet made outside the actor's country needs the actor's licence when the actor's share
     of its maker's rare-earth inputs (by mass, last month) is at least the rule's threshold.
+    ``compiled_reach`` is :func:`rareflow.sim.compiled.magnet_licences` (the same numbers).
     """
     ml = pol.magnet
     a = pol.extra_actor
@@ -577,6 +582,12 @@ def _magnet_licences(pol, t: int, origin_share: np.ndarray) -> tuple:
     if not named.any():  # no extraterritorial reach this month: the same for every run
         direct = ml.required[t][None]
         extra = np.zeros_like(direct)
+    elif compiled_reach is not None:
+        params = (ml.approval, ml.review_median_months, ml.review_p90_months, ml.leakage,
+                  ml.validity_months)
+        required, values = compiled_reach(origin_share, threshold, a, ml.required[t],
+                                          np.stack([p[t] for p in params]))
+        return (required, values[0], values[1], values[2], values[3], values[4])
     else:
         extra = named[None, None] & (
             origin_share[:, :, None, None] >= np.nan_to_num(threshold, nan=np.inf)[None, None])
