@@ -70,7 +70,8 @@ def test_compiled_channel_passes_match_numpy(runs, allowed_kind):
         flow = allocate(supply, need, allowed, pref, home_first)[0]
         requested = kernel._licence_requests(need, supply, pref, full)
         required = rng.uniform(size=(1, n, n, k)) < 0.5
-        _close(compiled.held_back(requested, flow, required),
+        channels = np.flatnonzero(required[0] | (rng.uniform(size=(n, n, k)) < 0.2))
+        _close(compiled.held_back(requested, flow, required, channels),
                kernel._held_back(requested, flow, required))
 
 

@@ -236,27 +236,33 @@ def licence_requests(need: np.ndarray, supply: np.ndarray, preference: np.ndarra
 
 
 @_jit
-def _held_back(requested, flow, required):  # pragma: no cover
+def _held_back(requested, flow, required, channels):  # pragma: no cover
+    # only the channels a licence queue keeps (every required channel is kept); flat C order
+    # is exporter-major, so each destination's sum runs over exporters in ascending order
     runs, n, _, k_n = requested.shape
     out = np.zeros((runs, n, k_n))
     for r in range(runs):
         q = required[r] if required.shape[0] > 1 else required[0]
-        for x in range(n):
-            for c in range(n):
-                if c == x:
-                    continue
-                for k in range(k_n):
-                    if q[x, c, k] > 0.0:
-                        out[r, c, k] += max(requested[r, x, c, k] - flow[r, x, c, k], 0.0)
+        for i in channels:
+            x = i // (n * k_n)
+            c = (i // k_n) % n
+            k = i % k_n
+            if c != x and q[x, c, k]:
+                out[r, c, k] += max(requested[r, x, c, k] - flow[r, x, c, k], 0.0)
     return out
 
 
-def held_back(requested: np.ndarray, flow: np.ndarray, required: np.ndarray) -> np.ndarray:
-    """Tonnes requested from foreign suppliers under licence that did not ship [R, C, K]:
-    ``(max(requested - flow, 0) * required * foreign).sum(axis=1)``."""
-    runs = requested.shape[0]
+def held_back(requested: np.ndarray, flow: np.ndarray, required: np.ndarray,
+              channels: np.ndarray) -> np.ndarray:
+    """``kernel._held_back``, compiled, visiting only ``channels`` (flat positions in
+    [X, C, K], a superset of the required ones: a licence queue's ``index``)."""
+    required = np.asarray(required, dtype=np.bool_)
+    required = required[None] if required.ndim == 3 else required
+    if required.shape[0] > 1 and required.strides[0] == 0:
+        required = required[:1]
     return _held_back(np.ascontiguousarray(requested, dtype=float),
-                      np.ascontiguousarray(flow, dtype=float), _per_run(required, runs))
+                      np.ascontiguousarray(flow, dtype=float),
+                      np.ascontiguousarray(required), np.asarray(channels, dtype=np.int64))
 
 
 @_jit
@@ -450,3 +456,76 @@ class _LicenceCore:
 
 
 LICENCE_CORE = _LicenceCore()
+
+
+@_jit
+def _switch_preferences(preference, requested, received, spare, allowed, rate):  # pragma: no cover
+    runs, n, _ = preference.shape
+    out = np.empty_like(preference)
+    failed = np.zeros((n, n))
+    take = np.zeros((n, n))
+    target = np.zeros((n, n))
+    total = np.zeros(n)
+    moved = np.zeros(n)
+    for r in range(runs):
+        a = allowed[r] if allowed.shape[0] > 1 else allowed[0]
+        total[:] = 0.0
+        for x in range(n):
+            for c in range(n):
+                q = requested[r, x, c]
+                f = 1.0 - min(1.0, received[r, x, c] / q) if q > _EPS else 0.0
+                f = max(f, 1.0 - a[x, c])
+                failed[x, c] = f
+                take[x, c] = rate[r] * preference[r, x, c] * f
+                aim = max(spare[r, x], 0.0) * a[x, c] if x != c else 0.0
+                aim = aim if f < 1.0 - 1e-9 else 0.0
+                target[x, c] = aim
+                total[c] += aim
+        moved[:] = 0.0
+        for x in range(n):
+            for c in range(n):
+                if not total[c] > _EPS:
+                    take[x, c] = 0.0
+                moved[c] += take[x, c]
+        for x in range(n):
+            for c in range(n):
+                gain = (target[x, c] / total[c] if total[c] > _EPS else 0.0) * moved[c]
+                out[r, x, c] = preference[r, x, c] - take[x, c] + gain
+    return out
+
+
+def switch_preferences(preference: np.ndarray, requested: np.ndarray, received: np.ndarray,
+                       spare: np.ndarray, allowed: np.ndarray, rate) -> np.ndarray:
+    """:func:`rareflow.sim.market.switch_preferences`, compiled; ``rate`` a float or [R|1,...]
+    array of per-run rates."""
+    runs = preference.shape[0]
+    allowed = np.asarray(allowed, dtype=float)
+    allowed = allowed[None] if allowed.ndim == 2 else allowed
+    if allowed.shape[0] > 1 and allowed.strides[0] == 0:
+        allowed = allowed[:1]
+    rate = np.broadcast_to(np.asarray(rate, dtype=float).reshape(-1), (runs,))
+    return _switch_preferences(np.ascontiguousarray(preference, dtype=float),
+                               np.ascontiguousarray(requested, dtype=float),
+                               np.ascontiguousarray(received, dtype=float),
+                               np.ascontiguousarray(spare, dtype=float),
+                               np.ascontiguousarray(allowed), np.ascontiguousarray(rate))
+
+
+@_jit
+def _ship_concentrate(offered, shares):  # pragma: no cover
+    runs, n, e_n = offered.shape
+    out = np.zeros((runs, n, e_n))
+    for r in range(runs):
+        for x in range(n):
+            for c in range(n):
+                s = shares[r, x, c]
+                for e in range(e_n):
+                    out[r, c, e] += offered[r, x, e] * s
+    return out
+
+
+def ship_concentrate(offered: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """``np.einsum("rxe,rxc->rce", offered, shares)``: concentrate arriving in each country
+    [R, C, E] from what exporters offer [R, X, E] and their destination shares [R, X, C]."""
+    return _ship_concentrate(np.ascontiguousarray(offered, dtype=float),
+                             np.ascontiguousarray(shares, dtype=float))

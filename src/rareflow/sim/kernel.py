@@ -103,9 +103,11 @@ def simulate_arrays(
             compiled.allocate, compiled.licence_requests, compiled.held_back,
             compiled.route_open)
         reach_, licence_core = compiled.magnet_licences, compiled.LICENCE_CORE
+        switch_, ship_ = compiled.switch_preferences, compiled.ship_concentrate
     else:
         allocate_, requests_, held_back_ = allocate, _licence_requests, _held_back
         route_open_, reach_, licence_core = _route_open, None, None
+        switch_, ship_ = switch_preferences, _ship_concentrate
     params = params or RunParameters()
 
     def per_run(value, default):
@@ -226,7 +228,7 @@ def simulate_arrays(
         offered = mined + conc_stock * no_separation[:, :, None]
         conc_stock = conc_stock * ~no_separation[:, :, None]
         # shipments offered[x, e] * shares[x, c], summed without building the [R,X,C,E] array
-        conc_stock += np.einsum("rxe,rxc->rce", offered, shares)
+        conc_stock += ship_(offered, shares)
         conc_trade = offered.sum(axis=2)[:, :, None] * shares  # [R,X,C]
 
         # 2. separation
@@ -264,7 +266,7 @@ def simulate_arrays(
         world_mix = _div(request_g.sum(axis=1), total_request[:, None])  # [R,G]
         capacity_g = mag_cap[:, :, None] * magnet_scale * world_mix[:, None, :]
         supply_g = magnet_stock + capacity_g
-        allowed_m = np.broadcast_to(ctl.allowed_magnet[t], (r, c_n, c_n, g_n))
+        allowed_m = ctl.allowed_magnet[t][None]  # [1|R,X,C,G]: per run once rules act
         if resp is not None and resp.triggers is not None:
             trig_m = resp.triggers.magnet_multiplier(t)
             allowed_m = allowed_m if trig_m is None else allowed_m * trig_m
@@ -280,7 +282,7 @@ def simulate_arrays(
         plan, mag_requested = allocate_(
             supply_g, request_g, allowed_m, magnet_pref, ctl.home_first
         )
-        planned = plan.sum(axis=2)  # [R,X,G]
+        planned = np.einsum("rxcg->rxg", plan)  # [R,X,G] (plan.sum(axis=2), faster)
         from_stock = np.minimum(magnet_stock, planned)
         to_make = planned - from_stock
         if resp is None:
@@ -295,7 +297,7 @@ def simulate_arrays(
         refined_need = element_need + oxide_need
         if resp is not None:
             refined_need = refined_need + buy_o
-        allowed_r = np.broadcast_to(ctl.allowed_refined[t], (r, c_n, c_n, e_n))
+        allowed_r = ctl.allowed_refined[t][None]  # [1|R,X,C,E]
         scenario_r = allowed_r  # before rules and triggers: what "held back" is measured from
         if resp is not None and resp.triggers is not None:
             trig_r = resp.triggers.refined_multiplier(t)
@@ -375,12 +377,12 @@ def simulate_arrays(
         # make this month, not their nameplate (a plant without Dy has no spare Dy grades)
         makeable = supply_g - capacity_g * (1.0 - grade_ratio)
         spare_mag = np.maximum(makeable.sum(axis=2) - delivered.sum(axis=2), 0.0)
-        magnet_pref = switch_preferences(
+        magnet_pref = switch_(
             magnet_pref, np.einsum("rxcg->rxc", mag_requested), mtrade * ~eye[None],
             spare_mag, route_open_(allowed_m), switching,
         )
         spare_ref = refined_stock.sum(axis=2)
-        refined_pref = switch_preferences(
+        refined_pref = switch_(
             refined_pref, np.einsum("rxck->rxc", ref_requested), rtrade * ~eye[None],
             spare_ref, route_open_(allowed_r), switching,
         )
@@ -398,7 +400,7 @@ def simulate_arrays(
                                   held_back=np.einsum("rxck->rxk", held_r))
         if pol is not None:
             stats = _licence_stats(pol, t, lic, mstats, rstats, mag_req_lic, ref_req_lic,
-                                   mflow, rflow, held_back_)
+                                   mflow, rflow, held_back_, (mag_queue, ref_queue))
             out["licences"][:, t] = stats[0]
             out["licence_wait_days"][:, t] = stats[1]
             out["held_back"][:, t] = stats[2]
@@ -607,28 +609,37 @@ def _magnet_licences(pol, t: int, origin_share: np.ndarray, compiled_reach=None)
             pick(ml.review_p90_months), leakage, pick(ml.validity_months))
 
 
+def _ship_concentrate(offered: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """Concentrate arriving in each country [R, C, E]: what exporters offer [R, X, E] times
+    their destination shares [R, X, C], summed over exporters."""
+    return np.einsum("rxe,rxc->rce", offered, shares)
+
+
 def _route_open(allowed: np.ndarray) -> np.ndarray:
     """The most open product of each route [R, X, C] of ``allowed`` [R, X, C, K]."""
     return allowed.max(axis=3)
 
 
-def _held_back(requested: np.ndarray, flow: np.ndarray, required: np.ndarray) -> np.ndarray:
+def _held_back(requested: np.ndarray, flow: np.ndarray, required: np.ndarray,
+               channels: np.ndarray | None = None) -> np.ndarray:
     """Tonnes requested from foreign suppliers under licence that did not ship [R, C, K].
 
-    requested, flow [R,X,C,K]; required [1|R,X,C,K] (bool).
+    requested, flow [R,X,C,K]; required [1|R,X,C,K] (bool); ``channels`` (the compiled twin's
+    shortcut to the licence queue's channels) is not needed here.
     """
     foreign = ~np.eye(requested.shape[1], dtype=bool)[None, :, :, None]
     return np.einsum("rxck->rck", np.maximum(requested - flow, 0.0) * required * foreign)
 
 
-def _licence_stats(pol, t, lic, mstats, rstats, mag_req, ref_req, mflow, rflow, held_back):
+def _licence_stats(pol, t, lic, mstats, rstats, mag_req, ref_req, mflow, rflow, held_back,
+                   queues):
     """This month's licence statistics: (stats [R, 5, C], median wait days [R], tonnes held back
     by destination and product [R, C, E + G]). ``held_back`` is :func:`_held_back` or its
-    compiled twin."""
+    compiled twin; ``queues`` the (magnet, refined) licence queues."""
     stats = [mstats[f"{key}_by_destination"] + rstats[f"{key}_by_destination"]
              for key in ("applications", "approved", "denied", "backlog")]
-    held_m_ck = held_back(mag_req, mflow, lic[0])
-    held_r_ck = held_back(ref_req, rflow, pol.refined.required[t][None])
+    held_m_ck = held_back(mag_req, mflow, lic[0], queues[0].index)
+    held_r_ck = held_back(ref_req, rflow, pol.refined.required[t][None], queues[1].index)
     stats.append(held_m_ck.sum(axis=2) + held_r_ck.sum(axis=2))
     wait = np.where(np.isnan(mstats["median_wait_days"]), rstats["median_wait_days"],
                     mstats["median_wait_days"])
