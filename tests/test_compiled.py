@@ -17,7 +17,7 @@ from rareflow.compile import compile_scenario
 from rareflow.compile_responses import compile_responses
 from rareflow.ensemble import run_parameters, sample
 from rareflow.sim import kernel
-from rareflow.sim.market import allocate
+from rareflow.sim.market import allocate, switch_preferences
 
 needs_numba = pytest.mark.skipif(not compiled.AVAILABLE, reason="numba is not installed")
 RTOL = 1e-9
@@ -73,6 +73,18 @@ def test_compiled_channel_passes_match_numpy(runs, allowed_kind):
         channels = np.flatnonzero(required[0] | (rng.uniform(size=(n, n, k)) < 0.2))
         _close(compiled.held_back(requested, flow, required, channels),
                kernel._held_back(requested, flow, required))
+        # preferences, exporters' destination shares and concentrate shipments
+        route = np.broadcast_to(allowed, (runs, n, n, k)).max(axis=3)
+        received = flow.sum(axis=3) * ~np.eye(n, dtype=bool)
+        spare = np.maximum(supply.sum(axis=2), 0.0)
+        rate = rng.uniform(0.05, 0.3, size=(runs, 1, 1))
+        _close(compiled.switch_preferences(pref, requested.sum(axis=3), received, spare, route,
+                                           rate),
+               switch_preferences(pref, requested.sum(axis=3), received, spare, route, rate))
+        base = pref[0].T / np.maximum(pref[0].T.sum(axis=1, keepdims=True), 1e-12)
+        _close(compiled.shift_exporter_shares(pref, base, route, spare, rate),
+               kernel._shift_exporter_shares(pref, base, route, spare, rate))
+        _close(compiled.ship_concentrate(supply, pref), kernel._ship_concentrate(supply, pref))
 
 
 @needs_numba

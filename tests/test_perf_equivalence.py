@@ -50,6 +50,7 @@ def _dense_weighted_median_age(mass, ages):
 class _DenseQueue:
     licensed: np.ndarray
     pending: np.ndarray
+    index = None  # every channel is kept (the numpy kernel's held-back sum does not read it)
 
     @classmethod
     def empty(cls, runs, shape, **_ignored):

@@ -52,7 +52,7 @@ def to_dataset(network: Network, raw: dict[str, np.ndarray], attrs: dict,
     kg = net.kg_per_unit
     units = raw["shortfall"] * 1000.0 / np.where(np.isnan(kg), np.inf, kg)[None, None, None, :]
     value = units * np.nan_to_num(net.unit_value_usd)[None, None, None, :]
-    trade = np.stack([raw["conc_trade"], raw["refined_trade"], raw["magnet_trade"]], axis=2)
+    trade = raw["trade"]  # [R, T, 3, X, C]: concentrate, refined, magnet
     data = {
         "production": (("run", "month", "stage", "country"), raw["production"],
                        {"units": "t per month: REO (mining, separation), metal, magnet"}),
@@ -295,12 +295,14 @@ class Result:
         out: dict[str, np.ndarray] = {}
         magnets = d["trade"].sel(trade_stage="magnet", exporter=CHINA)
         foreign = [c for c in d["importer"].values if c != CHINA]
-        out["china_magnet_exports_t"] = magnets.sel(importer=foreign).sum("importer").values
+        # (skipna=False: these arrays hold no NaN, and xarray's NaN-skipping sum copies them)
+        out["china_magnet_exports_t"] = magnets.sel(importer=foreign).sum(
+            "importer", skipna=False).values
         for code in foreign:
             out[f"china_magnet_exports_to_{code}_t"] = magnets.sel(importer=code).values
-        short = d["shortfall"].sum("country")
-        units = d["units_not_built"].sum("country")
-        need = d["need"].sum("country")
+        short = d["shortfall"].sum("country", skipna=False)
+        units = d["units_not_built"].sum("country", skipna=False)
+        need = d["need"].sum("country", skipna=False)
         for sector in d["sector"].values:
             out[f"shortfall_t.{sector}"] = short.sel(sector=sector).values
             out[f"units_not_built.{sector}"] = units.sel(sector=sector).values
@@ -308,20 +310,20 @@ class Result:
             for market in MARKETS:
                 out[f"price_usd_per_kg.{item}.{market}"] = d["price"].sel(
                     item=item, market=market).values
-        users = d["inventory"].sel(inventory_stage="users").sum("country").values
+        users = d["inventory"].sel(inventory_stage="users").sum("country", skipna=False).values
         weekly = need.values.sum(axis=2) * 12.0 / 52.0
         out["inventory_weeks.all_magnet_users"] = np.divide(
             users, weekly, out=np.zeros_like(users), where=weekly > 0)
         lic = d["licences"]
         for stat in ("applications", "approved", "denied", "backlog"):
-            out[f"licences.{stat}"] = lic.sel(licence_stat=stat).sum("country").values
+            out[f"licences.{stat}"] = lic.sel(licence_stat=stat).sum("country", skipna=False).values
         out["licences.median_wait_days"] = np.nan_to_num(d["licence_wait_days"].values)
         held = lic.sel(licence_stat="held_back")
         for code in d["country"].values:
             if code != CHINA:
                 out[f"licences.held_back_t.{code}"] = held.sel(country=code).values
         for stage in STAGES:
-            world = d["production"].sel(stage=stage).sum("country").values
+            world = d["production"].sel(stage=stage).sum("country", skipna=False).values
             china = d["production"].sel(stage=stage, country=CHINA).values
             out[f"production_t.{stage}"] = world
             out[f"china_share.{stage}"] = np.divide(
@@ -335,10 +337,10 @@ class Result:
         if self._headline is not None:
             return self._headline
         d = self.data
-        units = d["units_not_built"].sum(("month", "country", "sector")).values
-        value = d["value_at_risk_usd"].sum(("month", "country", "sector")).values
-        short = d["shortfall"].sum(("country", "sector")).values
-        need = d["need"].sum(("country", "sector")).values
+        units = d["units_not_built"].sum(("month", "country", "sector"), skipna=False).values
+        value = d["value_at_risk_usd"].sum(("month", "country", "sector"), skipna=False).values
+        short = d["shortfall"].sum(("country", "sector"), skipna=False).values
+        need = d["need"].sum(("country", "sector"), skipna=False).values
         is_short = short > SHORTFALL_THRESHOLD * np.maximum(need, 1e-9)
         first = np.where(is_short.any(axis=1), is_short.argmax(axis=1).astype(float), np.nan)
         recover = np.array([_time_to_recover(short[r], need[r], first[r])
@@ -353,7 +355,7 @@ class Result:
         if "capacity_run" in d:
             out["policy_cost_usd_total"] = d["policy_cost"].sum(
                 ("month", "policy_cost_kind")).values
-            out["investment_usd_total"] = d["investment"].sum("month").values
+            out["investment_usd_total"] = d["investment"].sum("month", skipna=False).values
             out["recycled_t_total"] = d["recycled"].sel(recycling="recovered").sum(
                 "month").values
             out["residue_t_total"] = d["residue"].sel(residue_kind="residue_t").sum(
@@ -362,9 +364,10 @@ class Result:
                 "month").values
             for stage in d["capacity_stage"].values:
                 out[f"new_capacity_t_per_year.{stage}"] = 12.0 * d["capacity_new"].sel(
-                    capacity_stage=stage).isel(month=-1).sum("country").values
+                    capacity_stage=stage).isel(month=-1).sum("country", skipna=False).values
                 out[f"committed_capacity_t_per_year.{stage}"] = 12.0 * d[
-                    "capacity_committed"].sel(capacity_stage=stage).sum("country").values
+                    "capacity_committed"].sel(capacity_stage=stage).sum(
+                    "country", skipna=False).values
             if "trigger_fired_month" in d:
                 for trig in d["trigger"].values:
                     out[f"trigger_fired_month.{trig}"] = d["trigger_fired_month"].sel(

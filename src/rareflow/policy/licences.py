@@ -111,8 +111,8 @@ class LicenceQueue:
     has nothing licensed or pending, and its allowed share is 1): ``licensed`` [R, N] and
     ``pending`` [R, MAX_AGE, N] hold these N channels, in C order of the full ``shape``, at the
     flat positions ``index``. Channels join when first required. ``candidates`` (flat positions,
-    default all) bounds the channels that may ever be required; :func:`licence_channels` gives
-    it from the policy tensors, so that only those channels are scanned each month.
+    default all) bounds the channels that may ever be required (:func:`licence_channels` gives
+    it from the policy tensors); requiring another is an error.
 
     Arguments of :meth:`step` and :meth:`allowed_share` and their results are full arrays
     [R, *shape]; the numbers equal those of a queue that keeps every channel.
@@ -187,13 +187,10 @@ class LicenceQueue:
             return
         self._admitted = required
         flat = self._flat(required, 1).astype(bool, copy=False)
-        scan = flat if self.candidates is None else np.take(flat, self.candidates, axis=-1)
-        hit = scan.any(axis=tuple(range(scan.ndim - 1)))
-        now = np.flatnonzero(hit) if self.candidates is None else self.candidates[hit]
-        if self.candidates is not None and self.size:
-            outside = flat.any(axis=tuple(range(flat.ndim - 1)))
-            outside[self.candidates] = False
-            if outside.any():
+        hit = flat.any(axis=0) if flat.shape[0] > 1 else flat[0]  # required in some run
+        now = np.flatnonzero(hit)
+        if self.candidates is not None and len(now):
+            if not np.isin(now, self.candidates, assume_unique=True).all():
                 raise ValueError("a channel outside the queue's candidate channels is required")
         new = np.setdiff1d(now, self.index, assume_unique=True)
         if not len(new):

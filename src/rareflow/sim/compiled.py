@@ -135,10 +135,10 @@ def _allocate(supply, need, allowed, preference, home_first, all_open):  # pragm
                     f = flow[r, x, c, k] * scale[x, k]
                     flow[r, x, c, k] = f
                     total[x, k] += f
-        for x in range(n):  # ascending x for each buyer, as flow.sum(axis=1)
-            for c in range(n):
-                for k in range(k_n):
-                    lack[c, k] += flow[r, x, c, k]
+        for c in range(n):  # ascending x for each buyer, as flow.sum(axis=1)
+            for k in range(k_n):
+                for j in range(count[c]):
+                    lack[c, k] += flow[r, suppliers[c, j], c, k]
         for x in range(n):
             for k in range(k_n):
                 spare[x, k] = max(supply[r, x, k] - home_fill[x, k] - total[x, k], 0.0)
@@ -529,3 +529,55 @@ def ship_concentrate(offered: np.ndarray, shares: np.ndarray) -> np.ndarray:
     [R, C, E] from what exporters offer [R, X, E] and their destination shares [R, X, C]."""
     return _ship_concentrate(np.ascontiguousarray(offered, dtype=float),
                              np.ascontiguousarray(shares, dtype=float))
+
+
+@_jit
+def _shift_exporter_shares(shares, base, allowed, spare, rate):  # pragma: no cover
+    # row sums over destinations are numpy's pairwise sums (the rows are contiguous there)
+    runs, n, _ = shares.shape
+    out = np.empty_like(shares)
+    row = np.zeros(n)
+    open_row = np.zeros(n)
+    spare_row = np.zeros(n)
+    foreign_base = np.zeros(n)
+    for x in range(n):
+        for c in range(n):
+            row[c] = base[x, c] * (1.0 if x != c else 0.0)
+        foreign_base[x] = _pairwise_sum(row, n)
+    for r in range(runs):
+        a = allowed[r] if allowed.shape[0] > 1 else allowed[0]
+        for x in range(n):
+            for c in range(n):
+                open_row[c] = base[x, c] * a[x, c]
+                row[c] = open_row[c] * (1.0 if x != c else 0.0)
+                spare_row[c] = spare[r, c] * a[x, c] * (1.0 if x != c else 0.0)
+            foreign_open = _pairwise_sum(row, n)
+            open_total = _pairwise_sum(open_row, n)
+            spare_total = _pairwise_sum(spare_row, n)
+            stranded = foreign_base[x] > _EPS and foreign_open <= _EPS
+            for c in range(n):
+                if stranded:
+                    if spare_total > _EPS:
+                        target = spare_row[c] / spare_total
+                    else:
+                        target = 1.0 if x == c else 0.0
+                else:
+                    target = open_row[c] / open_total if abs(open_total) > _EPS else 0.0
+                out[r, x, c] = shares[r, x, c] + rate[r] * (target - shares[r, x, c])
+    return out
+
+
+def shift_exporter_shares(shares: np.ndarray, base: np.ndarray, allowed: np.ndarray,
+                          spare: np.ndarray, rate) -> np.ndarray:
+    """``kernel._shift_exporter_shares``, compiled; ``rate`` a float or per-run array."""
+    runs = shares.shape[0]
+    allowed = np.asarray(allowed, dtype=float)
+    allowed = allowed[None] if allowed.ndim == 2 else allowed
+    if allowed.shape[0] > 1 and allowed.strides[0] == 0:
+        allowed = allowed[:1]
+    rate = np.broadcast_to(np.asarray(rate, dtype=float).reshape(-1), (runs,))
+    return _shift_exporter_shares(np.ascontiguousarray(shares, dtype=float),
+                                  np.ascontiguousarray(base, dtype=float),
+                                  np.ascontiguousarray(allowed),
+                                  np.ascontiguousarray(spare, dtype=float),
+                                  np.ascontiguousarray(rate))

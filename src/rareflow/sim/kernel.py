@@ -104,10 +104,11 @@ def simulate_arrays(
             compiled.route_open)
         reach_, licence_core = compiled.magnet_licences, compiled.LICENCE_CORE
         switch_, ship_ = compiled.switch_preferences, compiled.ship_concentrate
+        shift_ = compiled.shift_exporter_shares
     else:
         allocate_, requests_, held_back_ = allocate, _licence_requests, _held_back
         route_open_, reach_, licence_core = _route_open, None, None
-        switch_, ship_ = switch_preferences, _ship_concentrate
+        switch_, ship_, shift_ = switch_preferences, _ship_concentrate, _shift_exporter_shares
     params = params or RunParameters()
 
     def per_run(value, default):
@@ -163,9 +164,9 @@ def simulate_arrays(
     out = {
         "production": np.zeros((r, t_n, len(STAGES), c_n)),
         "refined_output": np.zeros((r, t_n, c_n, e_n)),
-        "conc_trade": np.zeros((r, t_n, c_n, c_n)),
-        "refined_trade": np.zeros((r, t_n, c_n, c_n)),
-        "magnet_trade": np.zeros((r, t_n, c_n, c_n)),
+        # concentrate, refined and magnet trade in one array (the result's ``trade`` variable,
+        # without a copy); the three names below are views of it
+        "trade": np.zeros((r, t_n, 3, c_n, c_n)),
         "inventory": np.zeros((r, t_n, len(INVENTORY_STAGES), c_n)),
         "need": np.zeros((r, t_n, c_n, s_n)),
         "consumption": np.zeros((r, t_n, c_n, s_n)),
@@ -192,6 +193,8 @@ def simulate_arrays(
         "min_stock": np.zeros((r, t_n)),
     }
 
+    out["conc_trade"], out["refined_trade"], out["magnet_trade"] = (
+        out["trade"][:, :, k] for k in range(3))
     for t in range(t_n):
         before = (conc_stock.sum(axis=(1, 2)), refined_stock.sum(axis=(1, 2)),
                   magnet_stock.sum(axis=(1, 2)), user_stock.sum(axis=(1, 2)))
@@ -245,7 +248,7 @@ def simulate_arrays(
             refined_in = refined_in + recycled + rel_o
         refined_stock += refined_in
         spare_sep = np.maximum(sep_cap - conc_stock.sum(axis=2), 0.0)
-        conc_shares = _shift_exporter_shares(
+        conc_shares = shift_(
             conc_shares, net.conc_shares, allowed_c, spare_sep, switching
         )
 
