@@ -85,6 +85,10 @@ def test_compiled_channel_passes_match_numpy(runs, allowed_kind):
         _close(compiled.shift_exporter_shares(pref, base, route, spare, rate),
                kernel._shift_exporter_shares(pref, base, route, spare, rate))
         _close(compiled.ship_concentrate(supply, pref), kernel._ship_concentrate(supply, pref))
+        uses = rng.uniform(size=(3, k)) < 0.5
+        uses[0] = False  # a grade that uses no element: ratio 1
+        _close(compiled.grade_ratio(flow.sum(axis=2), need, uses),
+               kernel._grade_ratio(flow.sum(axis=2), need, uses))
 
 
 @needs_numba

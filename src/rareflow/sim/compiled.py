@@ -581,3 +581,28 @@ def shift_exporter_shares(shares: np.ndarray, base: np.ndarray, allowed: np.ndar
                                   np.ascontiguousarray(allowed),
                                   np.ascontiguousarray(spare, dtype=float),
                                   np.ascontiguousarray(rate))
+
+
+@_jit
+def _grade_ratio(received, need, uses):  # pragma: no cover
+    runs, n, e_n = need.shape
+    g_n = uses.shape[0]
+    out = np.empty((runs, n, g_n))
+    for r in range(runs):
+        for x in range(n):
+            for g in range(g_n):
+                low = np.inf
+                for e in range(e_n):
+                    if uses[g, e]:
+                        d = need[r, x, e]
+                        ratio = received[r, x, e] / d if d > _EPS else 1.0
+                        low = min(low, ratio)
+                out[r, x, g] = 1.0 if np.isinf(low) else min(max(low, 0.0), 1.0)
+    return out
+
+
+def grade_ratio(received: np.ndarray, need: np.ndarray, uses: np.ndarray) -> np.ndarray:
+    """``kernel._grade_ratio``, compiled."""
+    return _grade_ratio(np.ascontiguousarray(received, dtype=float),
+                        np.ascontiguousarray(need, dtype=float),
+                        np.ascontiguousarray(uses, dtype=np.bool_))

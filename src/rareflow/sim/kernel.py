@@ -104,11 +104,12 @@ def simulate_arrays(
             compiled.route_open)
         reach_, licence_core = compiled.magnet_licences, compiled.LICENCE_CORE
         switch_, ship_ = compiled.switch_preferences, compiled.ship_concentrate
-        shift_ = compiled.shift_exporter_shares
+        shift_, grade_ratio_ = compiled.shift_exporter_shares, compiled.grade_ratio
     else:
         allocate_, requests_, held_back_ = allocate, _licence_requests, _held_back
         route_open_, reach_, licence_core = _route_open, None, None
         switch_, ship_, shift_ = switch_preferences, _ship_concentrate, _shift_exporter_shares
+        grade_ratio_ = _grade_ratio
     params = params or RunParameters()
 
     def per_run(value, default):
@@ -195,9 +196,10 @@ def simulate_arrays(
 
     out["conc_trade"], out["refined_trade"], out["magnet_trade"] = (
         out["trade"][:, :, k] for k in range(3))
+    # world stocks at the start of the month (then the end of the last month's)
+    before = (conc_stock.sum(axis=(1, 2)), refined_stock.sum(axis=(1, 2)),
+              magnet_stock.sum(axis=(1, 2)), user_stock.sum(axis=(1, 2)))
     for t in range(t_n):
-        before = (conc_stock.sum(axis=(1, 2)), refined_stock.sum(axis=(1, 2)),
-                  magnet_stock.sum(axis=(1, 2)), user_stock.sum(axis=(1, 2)))
 
         # 0. this month's capacities: the network's, projects shifted per run, then (responses)
         # new capacity decided in the model and shutdowns
@@ -339,11 +341,7 @@ def simulate_arrays(
             to_users = to_users - bought_o
 
         # 5. production limited by the scarcest element of each grade
-        element_ratio = np.where(element_need > _EPS, _div(to_makers, element_need), 1.0)
-        grade_ratio = np.where(
-            grade_uses[None, None, :, :], element_ratio[:, :, None, :], np.inf
-        ).min(axis=3)
-        grade_ratio = np.clip(np.where(np.isinf(grade_ratio), 1.0, grade_ratio), 0.0, 1.0)
+        grade_ratio = grade_ratio_(to_makers, element_need, grade_uses)
         made = to_make * grade_ratio
         if resp is None:
             used = np.einsum("rxg,ge->rxe", made, net.grade_content)
@@ -481,24 +479,27 @@ def simulate_arrays(
             out["magnet_fill"][:, t, idx, idx] = np.minimum(1.0, deliver_ratio)
 
         # mass balance of each stage (world, all elements), as relative errors
-        scale = np.maximum(mined.sum(axis=(1, 2)), 1.0)
+        mined_t, take_t = mined.sum(axis=(1, 2)), take.sum(axis=(1, 2))
+        made_t, delivered_t = made.sum(axis=(1, 2)), delivered.sum(axis=(1, 2))
+        scale = np.maximum(mined_t, 1.0)
         after = (conc_stock.sum(axis=(1, 2)), refined_stock.sum(axis=(1, 2)),
                  magnet_stock.sum(axis=(1, 2)), user_stock.sum(axis=(1, 2)))
         out["balance_error"][:, t, 0] = np.abs(
-            after[0] - before[0] - (mined.sum(axis=(1, 2)) - take.sum(axis=(1, 2)))) / scale
+            after[0] - before[0] - (mined_t - take_t)) / scale
         out["balance_error"][:, t, 1] = np.abs(
-            take.sum(axis=(1, 2)) - separated.sum(axis=(1, 2)) - sep_loss.sum(axis=(1, 2))) / scale
+            take_t - separated.sum(axis=(1, 2)) - sep_loss.sum(axis=(1, 2))) / scale
         out["balance_error"][:, t, 2] = np.abs(
             after[1] - before[1] - (refined_in.sum(axis=(1, 2)) - used.sum(axis=(1, 2))
                                     - oxide_used.sum(axis=(1, 2))
                                     - bought_o.sum(axis=(1, 2)))) / scale
-        mag_scale = np.maximum(made.sum(axis=(1, 2)), 1.0)
+        mag_scale = np.maximum(made_t, 1.0)
         out["balance_error"][:, t, 3] = np.abs(
-            after[2] - before[2] - (made.sum(axis=(1, 2)) - delivered.sum(axis=(1, 2)))
-            + (delivered.sum(axis=(1, 2)) - arrived.sum(axis=(1, 2)))) / mag_scale
+            after[2] - before[2] - (made_t - delivered_t)
+            + (delivered_t - arrived.sum(axis=(1, 2)))) / mag_scale
         out["balance_error"][:, t, 4] = np.abs(
             after[3] - before[3] - (receipts.sum(axis=(1, 2)) - consumed.sum(axis=(1, 2))))
         out["balance_error"][:, t, 4] /= mag_scale
+        before = after
         out["min_stock"][:, t] = np.minimum.reduce([
             conc_stock.min(axis=(1, 2)), refined_stock.min(axis=(1, 2)),
             magnet_stock.min(axis=(1, 2)), user_stock.min(axis=(1, 2)),
@@ -545,6 +546,8 @@ def _share_to_sectors(
     per_sector_g = receipts @ sector_onehot.T  # receipts of the sector's grade, [R,C,S]
     total_g = req_g @ sector_onehot.T
     prorata = per_sector_g * _div(request, total_g)
+    if not defense_first.any():
+        return prorata
     defense_req = request * is_defense[None, None, :]
     defense_req_g = defense_req @ sector_onehot
     defense_fill = np.minimum(defense_req_g, receipts)
@@ -610,6 +613,15 @@ def _magnet_licences(pol, t: int, origin_share: np.ndarray, compiled_reach=None)
     leakage = pick(ml.leakage)
     return (required, pick(ml.approval), pick(ml.review_median_months),
             pick(ml.review_p90_months), leakage, pick(ml.validity_months))
+
+
+def _grade_ratio(received: np.ndarray, need: np.ndarray, uses: np.ndarray) -> np.ndarray:
+    """Share of each grade's planned output that makers can make [R, X, G]: the smallest
+    received / needed ratio over the elements the grade uses (``uses`` [G, E]), in [0, 1]; 1
+    where a grade uses no element that is needed. received, need [R, X, E]."""
+    element_ratio = np.where(need > _EPS, _div(received, need), 1.0)
+    grade_ratio = np.where(uses[None, None, :, :], element_ratio[:, :, None, :], np.inf).min(axis=3)
+    return np.clip(np.where(np.isinf(grade_ratio), 1.0, grade_ratio), 0.0, 1.0)
 
 
 def _ship_concentrate(offered: np.ndarray, shares: np.ndarray) -> np.ndarray:

@@ -45,6 +45,7 @@ class PriceState:
 
     elasticity: np.ndarray | None = None  # [R,1,1] per-run elasticity, or None
     multiple: np.ndarray | None = None  # [R, 2, E] price / base price after the last update
+    markets: np.ndarray | None = None  # [2, C] bool: China's market, the rest of the world
 
     @classmethod
     def start(cls, network: Network, runs: int,
@@ -53,7 +54,8 @@ class PriceState:
         eps = (np.full(runs, network.price_elasticity) if elasticity is None
                else np.asarray(elasticity, float)).reshape(runs, 1, 1)
         start = np.zeros((runs, 2, len(network.elements)))
-        return cls(network, start, china, eps, np.ones_like(start))
+        return cls(network, start, china, eps, np.ones_like(start),
+                   np.stack([china, ~china]))
 
     def update(self, need: np.ndarray, received: np.ndarray,
                held_back: np.ndarray | None = None) -> np.ndarray:
@@ -65,7 +67,7 @@ class PriceState:
         price below its base level (surplus inside, scarcity outside).
         """
         net = self.network
-        markets = np.stack([self.china_mask, ~self.china_mask])  # [2,C]
+        markets = self.markets
         need_m = np.einsum("mc,rce->rme", markets, need)
         got_m = np.einsum("mc,rce->rme", markets, received)
         if held_back is not None:
@@ -75,6 +77,8 @@ class PriceState:
         lam = net.price_smoothing
         low = 1.0 / MAX_MULTIPLE if held_back is not None else 1.0
         self.signal = (1 - lam) * self.signal + lam * np.log(np.maximum(ratio, low))
-        self.multiple = np.clip(np.exp(self.signal / self.elasticity), low, MAX_MULTIPLE)
+        # np.clip, without its wrapper's overhead
+        self.multiple = np.minimum(np.maximum(np.exp(self.signal / self.elasticity), low),
+                                   MAX_MULTIPLE)
         item_multiple = np.einsum("ie,rme->rim", net.item_elements, self.multiple)
         return net.base_price[None, :, None] * item_multiple
