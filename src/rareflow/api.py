@@ -28,7 +28,7 @@ def simulate(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     detail: bool = False,
-    batch_size: int = 128,
+    batch_size: int = 64,
     keep: bool | None = None,
     parameter_values: np.ndarray | None = None,
     workers: int = 1,

@@ -7,6 +7,7 @@ field, the value and the rule, and no traceback.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -285,8 +286,8 @@ def run(
                                              "to runs/SCENARIO).")
     ] = False,
     workers: Annotated[int, typer.Option(
-        min=1, max=256, help="Processes simulating batches side by side (results do not "
-        "depend on it).")] = 1,
+        min=0, max=256, help="Processes simulating batches side by side; 0: one per CPU core "
+        "(used only when there is more than one batch). Results do not depend on it.")] = 0,
     backend: Annotated[str, typer.Option(
         help="Kernel implementation: auto (Numba when installed), numpy or numba; results "
         "are the same.")] = "auto",
@@ -296,6 +297,7 @@ def run(
         resolve_backend(backend)
     except ValueError as exc:
         raise _fail(f"--backend: {exc}") from None
+    workers = workers or os.cpu_count() or 1
     start = _month_option(start, "--start")
     end = _month_option(end, "--end")
     dataset = _load_or_exit(data)
