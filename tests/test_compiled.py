@@ -178,3 +178,17 @@ def test_compiled_licence_queue_matches_numpy_queue(scaled):
                                   allowed=allowed) for q in queues]
         _close(shares[0], shares[1])
         _close(queues[0].pending, queues[1].pending)
+
+
+def test_cli_backend_option():
+    from typer.testing import CliRunner
+
+    from rareflow.cli import app
+
+    bad = CliRunner().invoke(app, ["run", "baseline", "--backend", "gpu", "--json"])
+    assert bad.exit_code == 2
+    assert "--backend: backend (value 'gpu'): must be one of auto, numpy, numba" in bad.output
+    res = CliRunner().invoke(app, ["run", "baseline", "--end", "2024-06", "--backend", "numpy",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    assert '"scenario": "baseline"' in res.output
