@@ -1,16 +1,24 @@
-"""Optional compiled (Numba) versions of the kernel's passes over trade channels.
+"""Optional compiled (Numba) twins of the kernel's passes over trade channels.
 
-The kernel spends most of its time in a few passes over the [run, exporter, importer, product]
-arrays (17 x 17 x 18 refined channels per run): the allocation of a market
-(:func:`rareflow.sim.market.allocate`), the requests buyers would place without licences
-(``kernel._licence_requests``) and the tonnes that licences held back (``kernel._licence_stats``).
-In numpy each is a dozen separate passes over arrays too large for the cache; here each is one
-or two loops that keep a channel's numbers in registers.
+The kernel spends most of its time in passes over the [run, exporter, importer, product] arrays
+(17 x 17 x 18 refined channels per run). In numpy each step is a dozen separate passes over
+arrays too large for the cache; here each is a few loops per run that visit only the channels
+that can be non-zero. Twins: the allocation of a market (:func:`allocate`, of
+:func:`rareflow.sim.market.allocate`), the requests buyers would place without licences
+(:func:`licence_requests`), the tonnes licences held back (:func:`held_back`), the most open
+product of each route (:func:`route_open`), extraterritorial magnet licences
+(:func:`magnet_licences`), the licence queue's month and allowed share (:data:`LICENCE_CORE`,
+used by :class:`rareflow.policy.licences.LicenceQueue`), preference switching
+(:func:`switch_preferences`), exporters' destination shares (:func:`shift_exporter_shares`),
+concentrate shipments (:func:`ship_concentrate`) and grade ratios (:func:`grade_ratio`).
 
-The functions compute the same numbers as the numpy versions, operation for operation and in the
-same order of summation (tests/test_compiled.py holds them, and the whole kernel, to 1e-9; they
-agree bit for bit on the cases tested). Numba is optional: without it :data:`AVAILABLE` is False
-and the kernel uses numpy (``backend="numpy"``; ``"auto"`` picks this module when it can).
+They compute the same numbers as the numpy versions, operation for operation and in the same
+order of summation (ascending index; numpy's pairwise summation where numpy reduces a contiguous
+row, :func:`_pairwise_sum`): tests/test_compiled.py holds them, and the whole kernel, to 1e-9,
+and they agree bit for bit on the cases tested. That matters: the allocation turns last-bit
+differences into different allocations (a supplier with 1e-13 t left crosses the 1e-12 t
+threshold or not). Numba is optional: without it :data:`AVAILABLE` is False and the kernel uses
+numpy (``backend="numpy"``; ``"auto"`` picks this module when it can).
 """
 
 from __future__ import annotations
