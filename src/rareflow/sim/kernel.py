@@ -22,6 +22,7 @@ Order of one month
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -70,6 +71,33 @@ def _shift_exporter_shares(
     return shares + rate * (target - shares)
 
 
+class _Passes(NamedTuple):
+    """The kernel's passes over trade channels: numpy, or their compiled twins
+    (:mod:`rareflow.sim.compiled`, the same numbers)."""
+
+    allocate: Callable
+    licence_requests: Callable
+    held_back: Callable
+    route_open: Callable
+    magnet_reach: Callable | None  # extraterritorial licences; None: numpy in _magnet_licences
+    licence_core: object | None  # LicenceQueue.core
+    switch_preferences: Callable
+    shift_exporter_shares: Callable
+    ship_concentrate: Callable
+    grade_ratio: Callable
+
+
+def _passes(backend: str) -> _Passes:
+    """The passes ``backend`` names (looked up at call time, so that tests can swap them)."""
+    if compiled.resolve(backend) == "numba":
+        c = compiled
+        return _Passes(c.allocate, c.licence_requests, c.held_back, c.route_open,
+                       c.magnet_licences, c.LICENCE_CORE, c.switch_preferences,
+                       c.shift_exporter_shares, c.ship_concentrate, c.grade_ratio)
+    return _Passes(allocate, _licence_requests, _held_back, _route_open, None, None,
+                   switch_preferences, _shift_exporter_shares, _ship_concentrate, _grade_ratio)
+
+
 def simulate_arrays(
     network: Network,
     controls: Controls,
@@ -98,18 +126,7 @@ def simulate_arrays(
     """
     net, ctl = network, controls
     r = runs
-    if compiled.resolve(backend) == "numba":
-        allocate_, requests_, held_back_, route_open_ = (
-            compiled.allocate, compiled.licence_requests, compiled.held_back,
-            compiled.route_open)
-        reach_, licence_core = compiled.magnet_licences, compiled.LICENCE_CORE
-        switch_, ship_ = compiled.switch_preferences, compiled.ship_concentrate
-        shift_, grade_ratio_ = compiled.shift_exporter_shares, compiled.grade_ratio
-    else:
-        allocate_, requests_, held_back_ = allocate, _licence_requests, _held_back
-        route_open_, reach_, licence_core = _route_open, None, None
-        switch_, ship_, shift_ = switch_preferences, _ship_concentrate, _shift_exporter_shares
-        grade_ratio_ = _grade_ratio
+    ops = _passes(backend)
     params = params or RunParameters()
 
     def per_run(value, default):
@@ -151,9 +168,9 @@ def simulate_arrays(
     prices = PriceState.start(net, r, params.price_elasticity)
     pol = ctl.policy
     mag_queue = LicenceQueue.empty(r, (c_n, c_n, g_n), policy=pol, stage="magnet",
-                                   core=licence_core)
+                                   core=ops.licence_core)
     ref_queue = LicenceQueue.empty(r, (c_n, c_n, e_n), policy=pol, stage="refined",
-                                   core=licence_core)
+                                   core=ops.licence_core)
     origin_share = np.zeros((r, c_n))  # share of each maker's refined receipts from the actor
     stockpile = np.zeros((r, c_n, g_n))  # magnets bought by governments in the simulation
     resp = (None if responses is None else ResponseState(
@@ -233,7 +250,7 @@ def simulate_arrays(
         offered = mined + conc_stock * no_separation[:, :, None]
         conc_stock = conc_stock * ~no_separation[:, :, None]
         # shipments offered[x, e] * shares[x, c], summed without building the [R,X,C,E] array
-        conc_stock += ship_(offered, shares)
+        conc_stock += ops.ship_concentrate(offered, shares)
         conc_trade = offered.sum(axis=2)[:, :, None] * shares  # [R,X,C]
 
         # 2. separation
@@ -250,7 +267,7 @@ def simulate_arrays(
             refined_in = refined_in + recycled + rel_o
         refined_stock += refined_in
         spare_sep = np.maximum(sep_cap - conc_stock.sum(axis=2), 0.0)
-        conc_shares = shift_(
+        conc_shares = ops.shift_exporter_shares(
             conc_shares, net.conc_shares, allowed_c, spare_sep, switching
         )
 
@@ -277,14 +294,14 @@ def simulate_arrays(
             allowed_m = allowed_m if trig_m is None else allowed_m * trig_m
         if pol is not None:
             allowed_m = allowed_m * pol.closed_magnet[t]
-            mag_req_lic = requests_(request_g, supply_g, magnet_pref, allowed_m)
-            lic = _magnet_licences(pol, t, origin_share, reach_)
+            mag_req_lic = ops.licence_requests(request_g, supply_g, magnet_pref, allowed_m)
+            lic = _magnet_licences(pol, t, origin_share, ops.magnet_reach)
             mstats = mag_queue.step(
                 mag_req_lic, lic[0], lic[1], review_hazards(lic[2][0], lic[3][0]), lic[5],
                 capacity=pol.capacity_t_per_month, approval_scale=approval_scale, full=False)
             allowed_m = mag_queue.allowed_share(
                 mag_req_lic, lic[0], lic[4], extra_leakage=extra_leak, allowed=allowed_m)
-        plan, mag_requested = allocate_(
+        plan, mag_requested = ops.allocate(
             supply_g, request_g, allowed_m, magnet_pref, ctl.home_first
         )
         planned = np.einsum("rxcg->rxg", plan)  # [R,X,G] (plan.sum(axis=2), faster)
@@ -309,7 +326,7 @@ def simulate_arrays(
             allowed_r = allowed_r if trig_r is None else allowed_r * trig_r
         if pol is not None:
             allowed_r = allowed_r * pol.closed_refined[t]
-            ref_req_lic = requests_(refined_need, refined_stock, refined_pref, allowed_r)
+            ref_req_lic = ops.licence_requests(refined_need, refined_stock, refined_pref, allowed_r)
             quota = pol.quota_t_per_month[t]
             if np.isfinite(quota).any():
                 exports = (ref_req_lic * ~eye[None, :, :, None]).sum(axis=(2, 3))  # [R,X]
@@ -326,7 +343,7 @@ def simulate_arrays(
             allowed_r = ref_queue.allowed_share(
                 ref_req_lic, required_r, rl.leakage[t][None], extra_leakage=extra_leak,
                 allowed=allowed_r)
-        rflow, ref_requested = allocate_(
+        rflow, ref_requested = ops.allocate(
             refined_stock, refined_need, allowed_r, refined_pref, ctl.home_first
         )
         rflow_out = np.einsum("rxck->rxk", rflow)  # shipped by each exporter [R,X,E]
@@ -341,7 +358,7 @@ def simulate_arrays(
             to_users = to_users - bought_o
 
         # 5. production limited by the scarcest element of each grade
-        grade_ratio = grade_ratio_(to_makers, element_need, grade_uses)
+        grade_ratio = ops.grade_ratio(to_makers, element_need, grade_uses)
         made = to_make * grade_ratio
         if resp is None:
             used = np.einsum("rxg,ge->rxe", made, net.grade_content)
@@ -378,14 +395,14 @@ def simulate_arrays(
         # make this month, not their nameplate (a plant without Dy has no spare Dy grades)
         makeable = supply_g - capacity_g * (1.0 - grade_ratio)
         spare_mag = np.maximum(makeable.sum(axis=2) - delivered.sum(axis=2), 0.0)
-        magnet_pref = switch_(
+        magnet_pref = ops.switch_preferences(
             magnet_pref, np.einsum("rxcg->rxc", mag_requested), mtrade * ~eye[None],
-            spare_mag, route_open_(allowed_m), switching,
+            spare_mag, ops.route_open(allowed_m), switching,
         )
         spare_ref = refined_stock.sum(axis=2)
-        refined_pref = switch_(
+        refined_pref = ops.switch_preferences(
             refined_pref, np.einsum("rxck->rxc", ref_requested), rtrade * ~eye[None],
-            spare_ref, route_open_(allowed_r), switching,
+            spare_ref, ops.route_open(allowed_r), switching,
         )
         if resp is None or not responses.prices:
             price = prices.update(refined_need, received)
@@ -394,14 +411,14 @@ def simulate_arrays(
             # would have made with only the scenario's own restrictions, times the share the
             # rules blocked. (Magnets held back are not added: their makers then make and buy
             # less, which the refined need already shows.)
-            open_r = requests_(refined_need, refined_stock + rflow_out,
+            open_r = ops.licence_requests(refined_need, refined_stock + rflow_out,
                                        refined_pref, scenario_r)
             held_r = open_r * (1.0 - _div(allowed_r, scenario_r, fill=1.0))
             price = prices.update(refined_need, received,
                                   held_back=np.einsum("rxck->rxk", held_r))
         if pol is not None:
             stats = _licence_stats(pol, t, lic, mstats, rstats, mag_req_lic, ref_req_lic,
-                                   mflow, rflow, held_back_, (mag_queue, ref_queue))
+                                   mflow, rflow, ops.held_back, (mag_queue, ref_queue))
             out["licences"][:, t] = stats[0]
             out["licence_wait_days"][:, t] = stats[1]
             out["held_back"][:, t] = stats[2]
@@ -466,9 +483,9 @@ def simulate_arrays(
         if detail:
             # what buyers would have asked for with every route open (measured after this
             # month's switching, as the old preferences' requests are no longer observable)
-            open_m = requests_(request_g, supply_g, magnet_pref,
+            open_m = ops.licence_requests(request_g, supply_g, magnet_pref,
                                        np.ones_like(mflow))
-            open_r = requests_(refined_need, refined_stock + rflow_out,
+            open_r = ops.licence_requests(refined_need, refined_stock + rflow_out,
                                        refined_pref, np.ones_like(rflow))
             out["magnet_fill"][:, t] = np.where(open_m > _EPS, np.minimum(
                 1.0, _div(mflow, open_m)), 1.0)
