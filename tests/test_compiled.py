@@ -187,8 +187,20 @@ def test_cli_backend_option():
 
     bad = CliRunner().invoke(app, ["run", "baseline", "--backend", "gpu", "--json"])
     assert bad.exit_code == 2
-    assert "--backend: backend (value 'gpu'): must be one of auto, numpy, numba" in bad.output
+    assert ("--backend: backend (value 'gpu'): must be one of auto, numpy, numba"
+            in " ".join(bad.output.split()))
     res = CliRunner().invoke(app, ["run", "baseline", "--end", "2024-06", "--backend", "numpy",
                                    "--json"])
     assert res.exit_code == 0, res.output
     assert '"scenario": "baseline"' in res.output
+
+
+def test_cli_names_the_extra_when_numba_is_missing(monkeypatch):
+    from typer.testing import CliRunner
+
+    from rareflow.cli import app
+
+    monkeypatch.setattr(compiled, "AVAILABLE", False)
+    res = CliRunner().invoke(app, ["run", "baseline", "--backend", "numba", "--json"])
+    assert res.exit_code == 2
+    assert "Numba is not installed; pip install 'rareflow[fast]'" in " ".join(res.output.split())
