@@ -147,6 +147,20 @@ def test_queue_by_hand():
     assert share[0, 0] == pytest.approx(0.6)
 
 
+def test_queue_admits_a_channel_required_later_in_a_reused_array():
+    # a caller may reuse one `required` array and change it between months: the second
+    # channel, required from month 2, must then need a licence (approval 0: nothing ships)
+    q = LicenceQueue.empty(1, (2,))
+    hazards = np.ones((MAX_AGE, 2))
+    required = np.array([True, False])
+    requested = np.array([[100.0, 100.0]])
+    for month in range(2):
+        q.step(requested, required, np.array([0.0, 0.0]), hazards, np.array([1.0, 1.0]))
+        share = q.allowed_share(requested, required, np.array([0.0, 0.0]))
+        assert share[0].tolist() == ([0.0, 1.0] if month == 0 else [0.0, 0.0])
+        required[1] = True
+
+
 def test_backlog_forms_when_capacity_binds():
     q = LicenceQueue.empty(1, (1, 1))
     hazards = np.ones((MAX_AGE, 1, 1))

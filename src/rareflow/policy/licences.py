@@ -177,15 +177,17 @@ class LicenceQueue:
         out[:, self.index] = kept
         return out.reshape(kept.shape[:1] + self.shape)
 
-    def _admit(self, required) -> None:
+    def _admit(self, required, after_step: bool = False) -> None:
         """Give state to channels required for the first time (rarely more than once a run).
 
-        :meth:`step` and :meth:`allowed_share` of one month get the same ``required`` array;
-        it is scanned once.
+        ``after_step``: :meth:`allowed_share` right after :meth:`step` with the same (unchanged)
+        ``required`` array does not scan it again.
         """
-        if required is self._admitted:
+        admitted, self._admitted = self._admitted, None
+        if after_step and required is admitted:
             return
-        self._admitted = required
+        if not after_step:
+            self._admitted = required
         flat = self._flat(required, 1).astype(bool, copy=False)
         hit = flat.any(axis=0) if flat.shape[0] > 1 else flat[0]  # required in some run
         now = np.flatnonzero(hit)
@@ -227,7 +229,7 @@ class LicenceQueue:
         ``extra_leakage`` [R] (a run parameter) is added to ``leakage``, capped at 1. With
         ``allowed`` (broadcasting to [R, *shape]) the result is ``allowed`` times the share.
         """
-        self._admit(required)
+        self._admit(required, after_step=True)
         runs = np.shape(requested)[0]
         if not len(self.index):
             ones = np.ones((runs, *self.shape))
