@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -19,6 +20,21 @@ from rareflow.sim.kernel import simulate_arrays
 
 #: Ensembles up to this size keep their full dataset by default.
 KEEP_RUNS = 256
+
+
+#: Worker processes that ``workers=0`` starts at most: a batch of 64 runs x 144 months needs
+#: about 0.65 GB in each (docs/performance.md).
+MAX_DEFAULT_WORKERS = 8
+
+
+def default_workers() -> int:
+    """One worker per CPU core this process may use (its affinity, not the machine's count),
+    at most :data:`MAX_DEFAULT_WORKERS`."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_DEFAULT_WORKERS))
 
 
 def simulate(
@@ -61,8 +77,9 @@ def simulate(
         Values of the scenario's uncertain parameters to use instead of sampling them (for
         designs such as Sobol/Saltelli and for distributed sweeps).
     workers : int
-        Processes that simulate batches side by side (1: in this process). Results are the
-        same whatever the number; progress is then reported per batch.
+        Processes that simulate batches side by side (1: in this process; 0: one per core
+        available to this process, at most :data:`MAX_DEFAULT_WORKERS`). Results are the same
+        whatever the number; progress is then reported per batch.
     backend : {"auto", "numpy", "numba"}
         Implementation of the kernel's passes over trade channels (:mod:`rareflow.sim.compiled`
         gives the same numbers); ``"auto"`` uses Numba when it is installed.
@@ -77,6 +94,9 @@ def simulate(
     from rareflow.ensemble import evaluate
 
     backend = resolve_backend(backend)
+    if workers < 0:
+        raise ValueError(f"workers (value {workers}): must be 0 (one per core) or more")
+    workers = workers or default_workers()
 
     errors = check_scenario(scenario, dataset)
     if errors:

@@ -7,7 +7,6 @@ field, the value and the rule, and no traceback.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -288,8 +287,9 @@ def run(
                                              "to runs/SCENARIO).")
     ] = False,
     workers: Annotated[int, typer.Option(
-        min=0, max=256, help="Processes simulating batches side by side; 0: one per CPU core "
-        "(used only when there is more than one batch). Results do not depend on it.")] = 0,
+        min=0, max=256, help="Processes simulating batches side by side; 0: one per available "
+        "CPU core, at most 8 (used only when there is more than one batch). Results do not "
+        "depend on it.")] = 0,
     backend: Annotated[str, typer.Option(
         help="Kernel implementation: auto (Numba when installed), numpy or numba; results "
         "are the same.")] = "auto",
@@ -299,7 +299,6 @@ def run(
         resolve_backend(backend)
     except ValueError as exc:
         raise _fail(f"--backend: {exc}") from None
-    workers = workers or os.cpu_count() or 1
     start = _month_option(start, "--start")
     end = _month_option(end, "--end")
     dataset = _load_or_exit(data)

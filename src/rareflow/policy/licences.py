@@ -166,6 +166,21 @@ class LicenceQueue:
             arr = np.broadcast_to(arr, lead_shape + self.shape)
         return arr.reshape(lead_shape + (self.size,))
 
+    def _compiled(self) -> bool:
+        """Whether the compiled core computes this month. With one channel numpy sums over ages
+        along a contiguous axis (pairwise), which the core's in-order sums do not follow."""
+        return self.core is not None and len(self.index) > 1
+
+    def _per_run(self, values, runs: int | None = None) -> np.ndarray:
+        """``values`` as [1 | runs, size] for the compiled core, which indexes without bounds
+        checks: a leading axis other than 1 or the queue's runs is broadcast to ``runs``
+        (given for arrays that must be per run)."""
+        flat = self._flat(values, 1)
+        runs_here = self.licensed.shape[0]
+        if (runs is not None and flat.shape[0] != runs) or flat.shape[0] not in (1, runs_here):
+            flat = np.broadcast_to(flat, (runs or runs_here, flat.shape[1]))
+        return flat
+
     def _keep(self, values, lead: int = 1) -> np.ndarray:
         """The kept channels [*lead dims, N] of an array that broadcasts to [*lead, *shape]."""
         return np.take(self._flat(values, lead), self.index, axis=-1)
@@ -234,12 +249,13 @@ class LicenceQueue:
         if not len(self.index):
             ones = np.ones((runs, *self.shape))
             return ones if allowed is None else allowed * ones
-        if self.core is not None and allowed is not None:
+        if self._compiled() and allowed is not None:
+            runs = self.licensed.shape[0]
             extra = (np.zeros(runs) if extra_leakage is None
                      else np.broadcast_to(np.asarray(extra_leakage, float), (runs,)))
-            out = self.core.share(self.licensed, self.index, self._flat(requested, 1),
-                                  self._flat(required, 1), self._flat(leakage, 1), extra,
-                                  extra_leakage is not None, self._flat(allowed, 1))
+            out = self.core.share(self.licensed, self.index, self._per_run(requested, runs),
+                                  self._per_run(required), self._per_run(leakage), extra,
+                                  extra_leakage is not None, self._per_run(allowed))
             return out.reshape((runs, *self.shape))
         requested = self._keep(requested)
         required = self._keep(required)
@@ -290,15 +306,17 @@ class LicenceQueue:
         pending = self.pending
         if self._backlog is None:
             self._backlog = pending.sum(axis=1)
-        if self.core is not None and not np.isfinite(np.asarray(capacity)).any():
+        if self._compiled() and not np.isfinite(np.asarray(capacity)).any():
             # compiled: the same arithmetic, channel by channel, gathered from the full arrays;
             # pending ages in place and decisions come back summed by age
+            runs = pending.shape[0]
             scale = (np.ones(runs) if approval_scale is None
                      else np.broadcast_to(np.asarray(approval_scale, float), (runs,)))
             applications, approved, denied, by_age, self._backlog = self.core.month(
                 self.licensed, pending, self._backlog, self.index,
-                self._flat(requested, 1), self._flat(required, 1), self._flat(approval, 1),
-                scale, approval_scale is not None, self._flat(validity_months, 1), hazards)
+                self._per_run(requested, runs), self._per_run(required),
+                self._per_run(approval), scale, approval_scale is not None,
+                self._per_run(validity_months), hazards)
             wait_days = _median_age(by_age) * DAYS_PER_MONTH
             return self._statistics(applications, approved, denied, wait_days, exporter_axis,
                                     full)

@@ -17,13 +17,19 @@ order of summation (ascending index; numpy's pairwise summation where numpy redu
 row, :func:`_pairwise_sum`): tests/test_compiled.py holds them, and the whole kernel, to 1e-9,
 and they agree bit for bit on the cases tested. That matters: the allocation turns last-bit
 differences into different allocations (a supplier with 1e-13 t left crosses the 1e-12 t
-threshold or not). Numba is optional: without it :data:`AVAILABLE` is False and the kernel uses
-numpy (``backend="numpy"``; ``"auto"`` picks this module when it can).
+threshold or not). The promise holds for C-ordered arrays, which the kernel passes (numpy sums
+a Fortran-ordered array in another order). Shapes where numpy reduces a contiguous axis that the
+loops here would sum in order (one product in an allocation, one channel in a licence queue) run
+in numpy. Numba is optional: without it :data:`AVAILABLE` is False and the kernel uses numpy
+(``backend="numpy"``; ``"auto"`` picks this module when it can). The first use on a machine
+compiles the functions (a few seconds); Numba caches them on disk.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from rareflow.sim import market
 
 try:  # an optional dependency: pip install 'rareflow[fast]'
     from numba import njit
@@ -196,7 +202,13 @@ def _allocate(supply, need, allowed, preference, home_first, all_open):  # pragm
 
 def allocate(supply: np.ndarray, need: np.ndarray, allowed: np.ndarray,
              preference: np.ndarray, home_first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`rareflow.sim.market.allocate`, compiled; same arguments, same results."""
+    """:func:`rareflow.sim.market.allocate`, compiled; same arguments, same results.
+
+    With one product (K = 1) numpy sums over buyers along a contiguous axis, in an order
+    (unrolled partial sums) the loops here do not follow: that case runs in numpy.
+    """
+    if supply.shape[2] == 1:
+        return market.allocate(supply, need, allowed, preference, home_first)
     runs = supply.shape[0]
     allowed = _per_run(allowed, runs)
     all_open = allowed.shape[0] == 1 and bool((allowed >= 1.0 - 1e-9).all())
