@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import rareflow.sim.compiled as compiled
+from equivalence import assert_equivalent as _close
 from rareflow import load_dataset, load_scenario, simulate
 from rareflow.compile import compile_scenario
 from rareflow.compile_responses import compile_responses
@@ -20,18 +21,6 @@ from rareflow.sim import kernel
 from rareflow.sim.market import allocate, switch_preferences
 
 needs_numba = pytest.mark.skipif(not compiled.AVAILABLE, reason="numba is not installed")
-RTOL = 1e-9
-
-
-def _close(actual, expected):
-    actual, expected = np.asarray(actual, float), np.asarray(expected, float)
-    assert actual.shape == expected.shape
-    assert np.array_equal(np.isnan(actual), np.isnan(expected))
-    a, e = np.nan_to_num(actual), np.nan_to_num(expected)
-    scale = max(float(np.abs(e).max(initial=0.0)), 1e-300)
-    np.testing.assert_allclose(a, e, rtol=RTOL, atol=RTOL * scale * 1e-3)
-
-
 def _market(rng, runs, n, k, allowed_kind):
     """Random sellers' stocks (some zero, a few -1e-20 from rounding), needs, sparse
     preferences and export rules."""

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import rareflow.sim.kernel as kernel
+from equivalence import assert_equivalent as _close
 from rareflow import load_dataset, load_scenario
 from rareflow.compile import compile_scenario
 from rareflow.dims import DAYS_PER_MONTH
@@ -28,7 +29,6 @@ from rareflow.policy.licences import (
 from rareflow.sim.market import allocate
 
 _EPS = 1e-12
-RTOL = 1e-9
 
 
 # ---- reference copies of the dense implementations ------------------------------------------
@@ -149,16 +149,6 @@ def _dense_allocate(supply, need, allowed, preference, home_first):
     ratio = np.minimum(1.0, _dense_safe_div(spare, asked2.sum(axis=2)))
     flow += asked2 * ratio[:, :, None, :]
     return np.maximum(flow, 0.0), asked + asked2
-
-
-def _close(actual, expected):
-    actual, expected = np.asarray(actual, float), np.asarray(expected, float)
-    assert actual.shape == expected.shape
-    assert np.array_equal(np.isnan(actual), np.isnan(expected))
-    a, e = np.nan_to_num(actual), np.nan_to_num(expected)
-    scale = max(float(np.abs(e).max(initial=0.0)), 1e-300)
-    # relative to each value, and to the array's scale for values that cancel to ~0
-    np.testing.assert_allclose(a, e, rtol=RTOL, atol=RTOL * scale * 1e-3)
 
 
 # ---- the queue alone, on random channels ----------------------------------------------------
