@@ -228,3 +228,48 @@ def test_workers_zero_means_one_per_available_core():
     scenario = load_scenario("baseline").model_copy(update={"end": "2024-03"})
     with pytest.raises(ValueError, match=r"workers \(value -1\): must be 0 \(one per core\)"):
         simulate(DATASET, scenario, workers=-1)
+
+
+def test_sweep_backend_option(tmp_path, monkeypatch):
+    """``rareflow sweep --backend`` is checked before any batch runs, and reaches the workers."""
+    from typer.testing import CliRunner
+
+    from rareflow import sweep
+    from rareflow.cli import app
+
+    out = tmp_path / "s"
+    bad = CliRunner().invoke(app, ["sweep", "baseline", "--runs", "2", "--backend", "gpu",
+                                   "--out", str(out), "--json"])
+    assert bad.exit_code == 2
+    assert ("--backend: backend (value 'gpu'): must be one of auto, numpy, numba"
+            in " ".join(bad.output.split()))
+    assert not out.exists()  # nothing half-written
+    seen = []
+
+    def fake_run_sweep(*args, backend="auto", **kwargs):
+        seen.append(backend)
+        return None
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
+    res = CliRunner().invoke(app, ["sweep", "baseline", "--runs", "2", "--backend", "numpy",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert seen == ["numpy"]
+    # and the worker task hands it to the kernel (which refuses Numba where it is missing)
+    monkeypatch.setattr(compiled, "AVAILABLE", False)
+    scenario = load_scenario("baseline").model_copy(update={"end": "2024-02"})
+    with pytest.raises(ValueError, match="Numba is not installed"):
+        sweep.run_batch(scenario.model_dump_json(), np.ones((1, 0)), None, backend="numba")
+
+
+@needs_numba
+def test_sweep_batches_are_the_same_with_either_backend():
+    from rareflow import sweep
+
+    scenario = load_scenario("history-2025").model_copy(update={"end": "2025-09"})
+    _, values = sample(scenario.uncertain, 3, seed=4)
+    batches = [sweep.run_batch(scenario.model_dump_json(), values, None, backend=backend)
+               for backend in ("numba", "numpy")]
+    assert batches[0].keys() == batches[1].keys()
+    for key in batches[0]:
+        _close(batches[0][key], batches[1][key])

@@ -708,12 +708,19 @@ def sweep_command(
     ] = None,
     data: DataDir = None,
     as_json: JsonFlag = False,
+    backend: Annotated[str, typer.Option(
+        help="Kernel implementation on the workers: auto (Numba where installed), numpy or "
+        "numba; results are the same.")] = "auto",
 ) -> None:
     """Run an ensemble as Dask batches, persisting each; rerun the same command to resume."""
     from rich.progress import Progress
 
     from rareflow.sweep import run_sweep
 
+    try:
+        resolve_backend(backend)
+    except ValueError as exc:
+        raise _fail(f"--backend: {exc}") from None
     _load_or_exit(data)
     sc = _scenario_or_exit(scenario)
     try:
@@ -722,7 +729,7 @@ def sweep_command(
             summary = run_sweep(out_dir, sc, runs, seed, batch_size, scheduler,
                                 str(data) if data else None,
                                 progress=lambda d, t: bar.update(task, completed=d, total=t),
-                                max_batches=max_batches)
+                                max_batches=max_batches, backend=backend)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     if summary is None:

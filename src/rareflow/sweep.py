@@ -32,15 +32,17 @@ def _batch_path(directory: Path, index: int) -> Path:
     return directory / "batches" / f"batch_{index:05d}.npz"
 
 
-def run_batch(scenario_json: str, values: np.ndarray, data_path: str | None) -> dict:
-    """Worker task: simulate one batch of runs with the given parameter values."""
+def run_batch(scenario_json: str, values: np.ndarray, data_path: str | None,
+              backend: str = "auto") -> dict:
+    """Worker task: simulate one batch of runs with the given parameter values (``backend``:
+    the kernel's implementation on the worker; ``"auto"`` is Numba where that worker has it)."""
     from rareflow.api import simulate
     from rareflow.data import load_dataset
 
     scenario = Scenario.model_validate_json(scenario_json)
     dataset = load_dataset(data_path)
     result = simulate(dataset, scenario, runs=len(values), keep=False, parameter_values=values,
-                      batch_size=len(values))
+                      batch_size=len(values), backend=backend)
     out = {f"series/{k}": v.astype(np.float32) for k, v in result.series().items()}
     out.update({f"headline/{k}": np.asarray(v, dtype=np.float64)
                 for k, v in result.headline().items()})
@@ -113,11 +115,18 @@ def run_sweep(
     data_path: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     max_batches: int | None = None,
+    backend: str = "auto",
 ) -> dict | None:
     """Run (or resume) a sweep; return the summary when every batch is done, else None.
 
     ``max_batches`` stops after that many new batches (for tests and time-boxed runs).
+    ``backend`` picks the kernel's implementation on the workers (the results are the same, so
+    a sweep may resume with another one).
     """
+    from rareflow.api import resolve_backend
+
+    if backend != "auto":
+        resolve_backend(backend)  # fail here, not on every worker
     from dask.distributed import Client, LocalCluster, as_completed
 
     directory = Path(directory)
@@ -140,7 +149,8 @@ def run_sweep(
         try:
             scenario_json = scenario.model_dump_json()
             futures = {client.submit(run_batch, scenario_json, values[parts[i]], data_path,
-                                     key=f"rareflow-batch-{i}-{seed}"): i for i in todo}
+                                     backend, key=f"rareflow-batch-{i}-{seed}"): i
+                       for i in todo}
             for future in as_completed(futures):
                 index = futures[future]
                 _save(_batch_path(directory, index), future.result())

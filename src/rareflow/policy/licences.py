@@ -128,6 +128,9 @@ class LicenceQueue:
     _backlog: np.ndarray | None = field(default=None, repr=False)  # pending.sum(axis=1)
     _spare: np.ndarray | None = field(default=None, repr=False)  # buffer for the next pending
     _admitted: object = field(default=None, repr=False)  # the last ``required`` admitted
+    #: (index, channels not kept, channels outside the candidates) as masks of the flat shape
+    _masks: tuple | None = field(default=None, repr=False)
+    _dest_onehot: tuple | None = field(default=None, repr=False)  # (index, axis, [N, C] one-hot)
     #: compiled twins of the month's arithmetic (``rareflow.sim.compiled.LICENCE_CORE``: the
     #: same numbers), or None for numpy
     core: object = field(default=None, repr=False)
@@ -205,13 +208,21 @@ class LicenceQueue:
             self._admitted = required
         flat = self._flat(required, 1).astype(bool, copy=False)
         hit = flat.any(axis=0) if flat.shape[0] > 1 else flat[0]  # required in some run
-        now = np.flatnonzero(hit)
-        if self.candidates is not None and len(now):
-            if not np.isin(now, self.candidates, assume_unique=True).all():
-                raise ValueError("a channel outside the queue's candidate channels is required")
-        new = np.setdiff1d(now, self.index, assume_unique=True)
-        if not len(new):
+        if self._masks is None or self._masks[0] is not self.index:
+            kept = np.zeros(self.size, dtype=bool)
+            kept[self.index] = True
+            outside = None
+            if self.candidates is not None:
+                outside = np.ones(self.size, dtype=bool)
+                outside[self.candidates] = False
+            self._masks = (self.index, ~kept, outside)
+        _, not_kept, outside = self._masks
+        if outside is not None and np.logical_and(hit, outside).any():
+            raise ValueError("a channel outside the queue's candidate channels is required")
+        new_mask = np.logical_and(hit, not_kept)
+        if not new_mask.any():
             return
+        new = np.flatnonzero(new_mask)
         index = np.union1d(self.index, new)
         at = np.searchsorted(index, self.index)
         runs = self.licensed.shape[0]
@@ -362,9 +373,13 @@ class LicenceQueue:
                "backlog": self._backlog}
         # per destination (summed over exporters and products), from the kept channels only
         dest_axis = exporter_axis % len(self.shape)  # the axis after the exporter's
-        dest = np.unravel_index(self.index, self.shape)[dest_axis]
-        onehot = np.zeros((len(self.index), self.shape[dest_axis]))
-        onehot[np.arange(len(self.index)), dest] = 1.0
+        cached = self._dest_onehot
+        if cached is None or cached[0] is not self.index or cached[1] != dest_axis:
+            dest = np.unravel_index(self.index, self.shape)[dest_axis]
+            onehot = np.zeros((len(self.index), self.shape[dest_axis]))
+            onehot[np.arange(len(self.index)), dest] = 1.0
+            self._dest_onehot = (self.index, dest_axis, onehot)
+        onehot = self._dest_onehot[2]
         return {
             **({k: self._full(v, 0.0) for k, v in out.items()} if full else {}),
             **{f"{k}_by_destination": v @ onehot for k, v in out.items()},
