@@ -161,6 +161,20 @@ def test_queue_admits_a_channel_required_later_in_a_reused_array():
         required[1] = True
 
 
+def test_queue_refuses_a_channel_outside_its_candidates():
+    # the kernel sizes a queue by the channels a policy can ever require; a channel outside
+    # them would ship unlicensed, so requiring one is an error, even after other admissions
+    q = LicenceQueue.empty(2, (3,), channels=np.array([True, True, False]))
+    hazards = np.ones((MAX_AGE, 3))
+    args = (np.array([0.5, 0.5, 0.5]), hazards, np.array([1.0, 1.0, 1.0]))
+    q.step(np.full((2, 3), 10.0), np.array([True, False, False]), *args)
+    q.step(np.full((2, 3), 10.0), np.array([True, True, False]), *args)
+    assert q.index.tolist() == [0, 1]
+    outside = np.array([[False, False, False], [False, False, True]])  # in one run only
+    with pytest.raises(ValueError, match="outside the queue's candidate channels"):
+        q.step(np.full((2, 3), 10.0), outside, *args)
+
+
 def test_backlog_forms_when_capacity_binds():
     q = LicenceQueue.empty(1, (1, 1))
     hazards = np.ones((MAX_AGE, 1, 1))
