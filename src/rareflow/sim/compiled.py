@@ -349,14 +349,21 @@ def _pairwise_sum(values, n):  # pragma: no cover
             total += values[i]
         return total
     if n <= 128:
-        part = values[:8].copy()
+        # eight partial sums in locals (a scratch array would be allocated on every call)
+        p0, p1, p2, p3 = values[0], values[1], values[2], values[3]
+        p4, p5, p6, p7 = values[4], values[5], values[6], values[7]
         i = 8
         while i < n - (n % 8):
-            for j in range(8):
-                part[j] += values[i + j]
+            p0 += values[i]
+            p1 += values[i + 1]
+            p2 += values[i + 2]
+            p3 += values[i + 3]
+            p4 += values[i + 4]
+            p5 += values[i + 5]
+            p6 += values[i + 6]
+            p7 += values[i + 7]
             i += 8
-        total = ((part[0] + part[1]) + (part[2] + part[3])) + \
-            ((part[4] + part[5]) + (part[6] + part[7]))
+        total = ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7))
         while i < n:
             total += values[i]
             i += 1
@@ -371,17 +378,22 @@ def _licence_month(licensed, pending, backlog, index, requested, required, appro
                    approval_scale, scaled, validity, hazards):  # pragma: no cover
     # ``pending`` is aged in place; decisions by age are summed over channels per run (for the
     # median wait) instead of kept. Loops run over channels innermost, so that the sums over
-    # ages (in ascending order, as numpy's) proceed for many channels at once.
+    # ages (in ascending order, as numpy's) proceed for many channels at once. The review loops
+    # visit only channels with something in review or applied for (about one in ten in the
+    # ensembles measured): pending volumes are never negative, so a backlog of 0 means nothing
+    # pending at any age, and every number such a channel would get is 0 (0 * hazard).
     runs, ages, n = pending.shape
     applications = np.zeros((runs, n))
     approved = np.zeros((runs, n))
     denied = np.zeros((runs, n))
     in_review = np.zeros((runs, n))
     by_age = np.zeros((runs, ages))
-    decided_now = np.zeros((ages, n))
+    decided_now = np.zeros((ages, n))  # kept at 0 outside the active channels
     decided = np.zeros(n)
     held = np.zeros(n)
+    active = np.zeros(n, dtype=np.int64)
     for r in range(runs):
+        m = 0
         rq_r = r if required.shape[0] > 1 else 0
         ap_r = r if approval.shape[0] > 1 else 0
         va_r = r if validity.shape[0] > 1 else 0
@@ -395,19 +407,25 @@ def _licence_month(licensed, pending, backlog, index, requested, required, appro
             applied = max(wanted - kept - backlog[r, j], 0.0) * (1.0 if required_now else 0.0)
             applications[r, j] = applied
             pending[r, 0, j] += applied
+            if applied != 0.0 or backlog[r, j] != 0.0:
+                active[m] = j
+                m += 1
         decided[:] = 0.0
         for a in range(ages):
-            for j in range(n):
+            for jj in range(m):
+                j = active[jj]
                 d = pending[r, a, j] * hazards[a, j]
                 decided_now[a, j] = d
                 decided[j] += d
         for a in range(ages - 1, 0, -1):  # age by one month (the oldest was all decided)
-            for j in range(n):
+            for jj in range(m):
+                j = active[jj]
                 pending[r, a, j] = pending[r, a - 1, j] - decided_now[a - 1, j]
-        for j in range(n):
-            pending[r, 0, j] = 0.0
+        for jj in range(m):
+            pending[r, 0, active[jj]] = 0.0
         for a in range(ages):
-            for j in range(n):
+            for jj in range(m):
+                j = active[jj]
                 in_review[r, j] += pending[r, a, j]
         for j in range(n):
             i = index[j]
@@ -420,6 +438,8 @@ def _licence_month(licensed, pending, backlog, index, requested, required, appro
             licensed[r, j] = held[j] + yes if required[rq_r, i] else 0.0
         for a in range(ages):
             by_age[r, a] = _pairwise_sum(decided_now[a], n)
+            for jj in range(m):
+                decided_now[a, active[jj]] = 0.0
     return applications, approved, denied, by_age, in_review
 
 
