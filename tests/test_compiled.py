@@ -151,9 +151,15 @@ def test_compiled_licence_queue_matches_numpy_queue(scaled):
               for core in (compiled.LICENCE_CORE, None)]
     scale = rng.uniform(0.5, 1.5, size=runs) if scaled else None
     extra = rng.uniform(0, 0.1, size=runs) if scaled else None
-    for month in range(30):
-        requested = rng.uniform(0, 100, size=(runs, *shape)) * (rng.uniform(size=shape) < 0.8)
-        required = mask & (rng.uniform(size=shape) < (0.9 if month < 20 else 0.3))
+    mixed = 0  # months in which some kept channels are idle (nothing in review) and some not
+    for month in range(50):
+        # some channels request nothing in some runs, so runs differ in which channels are idle
+        requested = rng.uniform(0, 100, size=(runs, *shape)) * (
+            rng.uniform(size=(runs, *shape)) < 0.8)
+        # busy, then thinner, then nothing required (reviews drain within MAX_AGE months, so
+        # channels fall idle), then busy again
+        share = 0.9 if month < 20 else 0.3 if month < 25 else 0.0 if month < 40 else 0.6
+        required = mask & (rng.uniform(size=shape) < share)
         approval = rng.uniform(0.3, 1.0, size=(1, *shape))
         median = rng.choice([0.5, 1.5, 2.0], size=shape)
         validity = rng.choice([1.0, 6.0], size=(1, *shape))
@@ -167,6 +173,9 @@ def test_compiled_licence_queue_matches_numpy_queue(scaled):
                                   allowed=allowed) for q in queues]
         _close(shares[0], shares[1])
         _close(queues[0].pending, queues[1].pending)
+        backlog = queues[1].pending.sum(axis=1)
+        mixed += bool((backlog == 0).any() and (backlog > 0).any())
+    assert mixed >= 5
 
 
 def test_cli_backend_option():
