@@ -8,9 +8,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from rareflow import targets
 from rareflow.compile import compile_scenario, resolve_rules
 from rareflow.compile_responses import ResponseDataError, compile_responses
 from rareflow.data import Dataset
+from rareflow.ensemble import sample
 from rareflow.policy.check import ItemInfo, Shipment, check_shipment
 from rareflow.policy.rules import rules_from_table
 from rareflow.result import Result, to_dataset
@@ -104,6 +106,16 @@ def simulate(
     if runs < 1:
         raise ScenarioError(scenario.name, [f"runs (value {runs}): must be at least 1"])
     keep = runs <= KEEP_RUNS if keep is None else keep
+    per_run = None
+    if targets.structural(scenario.uncertain):
+        # dataset cells or scenario fields vary: check every sampled value before any run
+        if parameter_values is None:
+            parameter_values = sample(scenario.uncertain, runs, seed)[1]
+        values = np.asarray(parameter_values, dtype=float).reshape(
+            runs, len(scenario.uncertain.parameters))
+        errors = targets.check_values(dataset, scenario, scenario.uncertain, values)
+        if errors:
+            raise ScenarioError(scenario.name, errors)
     network, controls = compile_scenario(dataset, scenario)
     try:
         responses = compile_responses(dataset, scenario, network)
@@ -123,11 +135,13 @@ def simulate(
     n_months = len(network.months)
     total = n_months * runs
     done_before = [0]
-    context = (network, controls, responses, attrs, capacity, detail, keep, backend)
+    if targets.structural(scenario.uncertain):
+        per_run = _PerRunCompile(dataset, scenario, network)
+    context = (network, controls, responses, attrs, capacity, detail, keep, backend, per_run)
 
-    def simulate_batch(params, n):
-        tick = ((lambda d, t: progress(done_before[0] + d * n, total)) if progress else None)
-        outcome = _batch(context, params, n, tick)
+    def simulate_batch(params, n, values):
+        tick = ((lambda done: progress(done_before[0] + done, total)) if progress else None)
+        outcome = _batch(context, params, n, values, tick)
         done_before[0] += n_months * n
         return outcome
 
@@ -136,12 +150,16 @@ def simulate(
 
         with ProcessPoolExecutor(max_workers=workers, initializer=_set_worker_context,
                                  initargs=(context,)) as pool:
-            for (_, n), outcome in zip(jobs, pool.map(_worker_batch, jobs), strict=True):
+            for (_, n, _), outcome in zip(jobs, pool.map(_worker_batch, jobs), strict=True):
                 done_before[0] += n_months * n
                 if progress:
                     progress(done_before[0], total)
                 yield outcome
 
+    if per_run is not None and workers > 1:
+        # runs are compiled one by one here: smaller batches keep every worker busy (the
+        # results do not depend on the batch size)
+        batch_size = min(batch_size, max(1, -(-runs // (4 * workers))))
     labels, values, series, headline, kept = evaluate(
         simulate_batch, scenario.uncertain, runs, seed, batch_size, values=parameter_values,
         map_batches=in_workers if workers > 1 and runs > batch_size else None)
@@ -156,20 +174,116 @@ def simulate(
         for name in ("capacity", "grade_content", "mine_composition"):
             if name in data and "run" in data[name].dims:
                 data[name] = data[name].isel(run=0, drop=True)
+        if per_run is not None:  # runs compiled their own: describe the scenario as written
+            for name in ("grade_content", "mine_composition"):
+                data[name] = data[name].copy(data=getattr(network, name))
     return Result(data, series=series, headline=headline, checks=checks, attrs=attrs,
                   months=list(network.months), parameters=(labels, values),
                   thresholds=scenario.uncertain.thresholds)
 
 
-def _batch(context: tuple, params, n: int, progress=None) -> tuple[dict, dict, object]:
-    """Simulate one batch of ``n`` runs: (summary series, headline, dataset if kept)."""
-    network, controls, responses, attrs, capacity, detail, keep, backend = context
+def _batch(context: tuple, params, n: int, values: np.ndarray,
+           progress=None) -> tuple[dict, dict, object]:
+    """Simulate one batch of ``n`` runs: (summary series, headline, dataset if kept).
+
+    ``values`` [n, d]: every uncertain parameter's value in each run; where dataset cells or
+    scenario fields vary, runs are simulated in groups that share their values, each group on
+    its own compiled network. ``progress(run_months)`` counts run-months done in the batch.
+    """
+    network, controls, responses, attrs, capacity, detail, keep, backend, per_run = context
+    if per_run is None:
+        tick = None if progress is None else (lambda d, _t: progress(d * n))
+        return _summarised(network, controls, responses, params, n, tick, context)
+    series: dict[str, np.ndarray] = {}
+    headline: dict[str, np.ndarray] = {}
+    kept = []
+    done = 0
+    for runs_in_group, (net, ctl, resp) in per_run.groups(values):
+        m = len(runs_in_group)
+        tick = (None if progress is None
+                else lambda d, _t, done=done, m=m: progress(done + d * m))
+        s, h, data = _summarised(net, ctl, resp, params.take(runs_in_group), m, tick, context)
+        for store, new in ((series, s), (headline, h)):
+            for k, v in new.items():
+                v = np.asarray(v, dtype=np.float64)
+                if k not in store:
+                    store[k] = np.full((n, *v.shape[1:]), np.nan)
+                store[k][runs_in_group] = v
+        if keep:
+            kept.append(data.assign_coords(run=runs_in_group))
+        done += m * len(net.months)
+    if not keep:
+        return series, headline, None
+    import xarray as xr
+
+    data = (xr.concat(kept, dim="run", data_vars="all").sortby("run") if len(kept) > 1
+            else kept[0])
+    return series, headline, data
+
+
+def _summarised(network, controls, responses, params, n: int, tick,
+                context: tuple) -> tuple[dict, dict, object]:
+    """Run the kernel for ``n`` runs of one compiled network; return (series, headline,
+    dataset if kept)."""
+    _, _, _, attrs, capacity, detail, keep, backend, _ = context
     raw = simulate_arrays(network, controls, runs=n, detail=detail, params=params,
-                          responses=responses, progress=progress, backend=backend)
+                          responses=responses, progress=tick, backend=backend)
     result = Result(to_dataset(network, raw, attrs, capacity, responses))
     extra = {"__balance": raw["balance_error"].max(axis=(1, 2)),
              "__min_stock": raw["min_stock"].min(axis=1)}
     return result.series(), {**result.headline(), **extra}, (result.data if keep else None)
+
+
+class _PerRunCompile:
+    """The networks of runs that set dataset cells or scenario fields (:mod:`rareflow.targets`):
+    one compile per distinct combination of their values, the last few kept in this process
+    (so a ``choice`` distribution compiles each choice once per worker)."""
+
+    KEEP = 8
+
+    def __init__(self, dataset: Dataset, scenario: Scenario, nominal) -> None:
+        self.dataset, self.scenario = dataset, scenario
+        self.columns = [k for k, _ in targets.structural(scenario.uncertain)]
+        self.coords = _network_coords(nominal)
+        self._cache: dict[tuple, tuple] = {}
+
+    def groups(self, values: np.ndarray) -> list[tuple[np.ndarray, tuple]]:
+        """(runs, (network, controls, responses)) of each combination, in order of first run."""
+        keys = [tuple(row) for row in values[:, self.columns]]
+        first: dict[tuple, list[int]] = {}
+        for i, key in enumerate(keys):
+            first.setdefault(key, []).append(i)
+        return [(np.array(runs), self._compiled(key, values[runs[0]]))
+                for key, runs in first.items()]
+
+    def _compiled(self, key: tuple, row: np.ndarray) -> tuple:
+        if key not in self._cache:
+            name = self.scenario.name
+            try:
+                dataset, scenario = targets.apply(self.dataset, self.scenario,
+                                                  self.scenario.uncertain, row)
+                network, controls = compile_scenario(dataset, scenario)
+                responses = compile_responses(dataset, scenario, network)
+            except (ValueError, ResponseDataError) as exc:
+                raise ScenarioError(name, [str(exc)]) from None
+            coords = _network_coords(network)
+            changed = [k for k in coords if coords[k] != self.coords[k]]
+            if changed:
+                labels = ", ".join(f"{p.label} = {row[k]:g}" for k, p in enumerate(
+                    self.scenario.uncertain.parameters) if k in self.columns)
+                raise ScenarioError(name, [
+                    f"uncertain parameters ({labels}) change the model's {changed[0]} "
+                    f"({len(self.coords[changed[0]])} -> {len(coords[changed[0]])}); every run "
+                    "of an ensemble needs the same ones"])
+            if len(self._cache) >= self.KEEP:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = (network, controls, responses)
+        return self._cache[key]
+
+
+def _network_coords(network) -> dict[str, tuple]:
+    return {k: tuple(getattr(network, k)) for k in
+            ("countries", "elements", "grades", "sectors", "items", "months")}
 
 
 _WORKER_CONTEXT: tuple | None = None
@@ -182,8 +296,8 @@ def _set_worker_context(context: tuple) -> None:
 
 
 def _worker_batch(job: tuple) -> tuple[dict, dict, object]:
-    params, n = job
-    return _batch(_WORKER_CONTEXT, params, n)
+    params, n, values = job
+    return _batch(_WORKER_CONTEXT, params, n, values)
 
 
 #: Blocs whose self-sufficiency the summary reports (issue 5): bloc label -> countries.csv bloc

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy import stats
 from scipy.stats import qmc
 
@@ -31,7 +31,12 @@ class Uncertain(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    target: Literal[RUN_PARAMETERS]  # type: ignore[valid-type]
+    target: str = Field(description="A run parameter of the kernel, a dataset cell "
+                        "(dataset:TABLE.COLUMN[KEY=VALUE]) or a scenario field "
+                        "(scenario:PATH); see rareflow.targets.")
+    how: Literal["set", "scale"] = Field(
+        default="set", description="set: the sampled value replaces a dataset cell or scenario "
+        "field; scale: it multiplies it (run parameters are always set).")
     name: str | None = None
     dist: Distribution
     low: float | None = None
@@ -43,6 +48,17 @@ class Uncertain(BaseModel):
     b: float | None = Field(default=None, gt=0)
     values: list[float] | None = None
     weights: list[float] | None = None
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        from rareflow.targets import parse
+
+        if value not in RUN_PARAMETERS and parse(value) is None:
+            raise ValueError(f"target {value!r} is neither a run parameter "
+                             f"({', '.join(RUN_PARAMETERS)}) nor dataset:TABLE.COLUMN[KEY=VALUE] "
+                             "nor scenario:PATH")
+        return value
 
     @model_validator(mode="after")
     def _arguments(self) -> Uncertain:
@@ -142,9 +158,13 @@ def sample(uncertainties: Uncertainties, runs: int, seed: int) -> tuple[list[str
 
 
 def run_parameters(uncertainties: Uncertainties, values: np.ndarray) -> RunParameters:
-    """Turn sampled values into the kernel's per-run arrays (a target named twice multiplies)."""
+    """Turn sampled values into the kernel's per-run arrays (a target named twice multiplies).
+    Dataset cells and scenario fields are not the kernel's: :mod:`rareflow.targets` applies
+    them before compiling."""
     fields: dict[str, np.ndarray] = {}
     for k, p in enumerate(uncertainties.parameters):
+        if p.target not in RUN_PARAMETERS:
+            continue
         column = values[:, k]
         fields[p.target] = fields[p.target] * column if p.target in fields else column
     return RunParameters(**fields)
@@ -165,7 +185,7 @@ def exceedance(headline: dict[str, np.ndarray], thresholds: dict[str, list[float
 
 
 def evaluate(
-    simulate_batch: Callable[[RunParameters, int], tuple[dict, dict, object]],
+    simulate_batch: Callable[[RunParameters, int, np.ndarray], tuple[dict, dict, object]],
     uncertainties: Uncertainties,
     runs: int,
     seed: int,
@@ -176,8 +196,10 @@ def evaluate(
 ) -> tuple[list[str], np.ndarray, dict, dict, list]:
     """Run all batches; return labels, parameter values, series, headline, datasets.
 
-    ``simulate_batch(params, n)`` runs ``n`` runs and returns (series {name: [n, T]},
-    headline {name: [n]}, dataset or None). ``map_batches(function, [(params, n), ...])``, if
+    ``simulate_batch(params, n, values)`` runs ``n`` runs (kernel parameters ``params``, every
+    parameter's values [n, d] for the dataset cells and scenario fields among them) and returns
+    (series {name: [n, T]}, headline {name: [n]}, dataset or None).
+    ``map_batches(function, [(params, n, values), ...])``, if
     given, evaluates the batches (for example in worker processes) and yields their results in
     order; the runs' results do not depend on it, since parameters are sampled beforehand.
     """
@@ -194,7 +216,7 @@ def evaluate(
     kept = []
     done = 0
     parts = batches(runs, batch_size)
-    jobs = [(params.take(part), part.stop - part.start) for part in parts]
+    jobs = [(params.take(part), part.stop - part.start, values[part]) for part in parts]
     if map_batches is None:
         outcomes = (simulate_batch(*job) for job in jobs)
     else:

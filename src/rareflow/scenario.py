@@ -378,6 +378,9 @@ def check_scenario(scenario: Scenario, dataset: Dataset) -> list[str]:
             need(f"{where}.country", event.country, countries, "country code")
             need(f"{where}.item", event.item, magnets, "magnet item code")
     errors += _check_policies(scenario, dataset)
+    from rareflow.targets import check_targets
+
+    errors += check_targets(scenario.uncertain, scenario, dataset)
     if scenario.responses is not None:
         errors += check_responses(scenario.responses, scenario, dataset)
     known_sources = set(dataset.sources["source_id"])

@@ -1,0 +1,202 @@
+"""Uncertain dataset cells and scenario fields (rareflow.targets) through ensembles."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from equivalence import assert_equivalent
+from rareflow import load_dataset, load_scenario, simulate, targets
+from rareflow.cli import app
+from rareflow.data import Dataset
+from rareflow.scenario import Scenario, ScenarioError
+
+DATASET = load_dataset()
+#: a planned US magnet plant, 10,000 t/yr from 2027 (facilities.csv); planned plants count with
+#: settings.include_planned, which the scenarios here set
+PLANT = "vulcan_benson"
+
+
+def _scenario(parameters: list[dict], end: str = "2031-12", **extra) -> Scenario:
+    base = load_scenario("baseline").model_dump(mode="json")
+    base.update(name="targets-test", end=end, **extra)
+    base["settings"]["include_planned"] = True
+    base["uncertain"] = {"sampling": "mc", "parameters": parameters}
+    return Scenario.model_validate(base)
+
+
+def _start_year(values: list[float]) -> dict:
+    return {"target": f"dataset:facilities.start_year[facility_id={PLANT}]", "dist": "choice",
+            "values": values}
+
+
+# ---- syntax and checks ------------------------------------------------------------------------
+def test_targets_parse():
+    cell = targets.parse("dataset:facilities.capacity[facility_id=a, country=USA]")
+    assert cell == targets.DatasetCell("facilities", "capacity",
+                                       (("facility_id", "a"), ("country", "USA")))
+    assert targets.parse("dataset:inventories.weeks_of_cover") == targets.DatasetCell(
+        "inventories", "weeks_of_cover", ())
+    assert targets.parse("scenario:events.0.magnitude") == targets.ScenarioField(
+        ("events", 0, "magnitude"))
+    assert targets.parse("demand_scale") is None
+    for bad, rule in [("dataset:facilities", "must read dataset:TABLE.COLUMN"),
+                      ("dataset:facilities.capacity[facility_id]", "must read KEY=VALUE"),
+                      ("scenario:", "must read scenario:FIELD"),
+                      ("scenario:uncertain.parameters.0.low", "cannot be uncertain")]:
+        with pytest.raises(ValueError, match=rule):
+            targets.parse(bad)
+
+
+def test_unknown_targets_are_refused_when_the_scenario_is_read():
+    with pytest.raises(ValueError, match="neither a run parameter"):
+        _scenario([{"target": "demand_scael", "dist": "uniform", "low": 0.9, "high": 1.1}])
+
+
+@pytest.mark.parametrize("target, how, message", [
+    ("dataset:facilitiez.capacity", "set", "no dataset table 'facilitiez'"),
+    ("dataset:facilities.capacty", "set", "table facilities has no column 'capacty'"),
+    ("dataset:facilities.owner", "set", "column facilities.owner is str, not a number"),
+    ("dataset:facilities.capacity[plant=x]", "set", "no column 'plant' to select rows by"),
+    ("dataset:facilities.capacity[facility_id=nowhere]", "set", "no row of facilities matches"),
+    ("dataset:facilities.capacity[facility_id=lynas_seadrift_texas]", "scale",
+     "a selected cell is empty; 'scale' needs a value"),
+    ("scenario:events.0.magnitude", "set", "the scenario has no 0 at this place"),
+    ("scenario:description", "set", "not a number"),
+    ("demand_scale", "scale", "is a run parameter, set per run"),
+])
+def test_target_checks_name_the_field_the_value_and_the_rule(target, how, message):
+    sc = _scenario([{"target": target, "dist": "uniform", "low": 0.5, "high": 1.5, "how": how}])
+    with pytest.raises(ScenarioError) as err:
+        simulate(DATASET, sc, runs=2)
+    text = str(err.value)
+    assert "uncertain.parameters[0]" in text and repr(target) in text and message in text
+
+
+def test_values_outside_the_schema_stop_the_ensemble_before_it_runs():
+    # capacity has min:0 in data/schema/facilities.csv; a normal around 0 goes below it
+    sc = _scenario([{"target": f"dataset:facilities.capacity[facility_id={PLANT}]",
+                     "dist": "normal", "mean": 0.0, "sd": 1000.0}])
+    with pytest.raises(ScenarioError, match=r"facilities.capacity would be -[0-9.]+; the schema "
+                                            r"wants it >= 0"):
+        simulate(DATASET, sc, runs=20, seed=1)
+
+
+def test_cli_reports_a_bad_target_with_exit_code_2(tmp_path):
+    sc = _scenario([{"target": "dataset:facilities.capacity[facility_id=nowhere]",
+                     "dist": "uniform", "low": 0, "high": 1}])
+    path = tmp_path / "sc.yaml"
+    path.write_text(json.dumps(sc.model_dump(mode="json")))
+    res = CliRunner().invoke(app, ["run", str(path), "--runs", "2", "--out",
+                                   str(tmp_path / "out"), "--json"])
+    assert res.exit_code == 2
+    assert "no row of facilities matches" in " ".join(res.output.split())
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+# ---- applying values by hand --------------------------------------------------------------------
+def test_apply_sets_and_scales_cells_and_rounds_integers():
+    sc = _scenario([
+        {"target": f"dataset:facilities.capacity[facility_id={PLANT}]", "dist": "uniform",
+         "low": 0.5, "high": 1.5, "how": "scale"},
+        {"target": f"dataset:facilities.start_year[facility_id={PLANT}]", "dist": "uniform",
+         "low": 2026, "high": 2034},
+        {"target": "demand_scale", "dist": "uniform", "low": 0.9, "high": 1.1},
+    ])
+    ds, out = targets.apply(DATASET, sc, sc.uncertain, np.array([1.25, 2029.6, 0.95]))
+    row = ds.facilities[ds.facilities["facility_id"] == PLANT].iloc[0]
+    assert row["capacity"] == 12_500.0  # 10,000 t/yr x 1.25
+    assert row["start_year"] == 2030  # an int column takes the nearest integer
+    before = DATASET.facilities[DATASET.facilities["facility_id"] == PLANT].iloc[0]
+    assert before["capacity"] == 10_000.0 and before["start_year"] == 2027  # the input stays
+    others = ds.facilities["facility_id"] != PLANT
+    assert ds.facilities[others].equals(DATASET.facilities[others])
+    assert out == sc  # no scenario fields among the targets
+
+
+def test_apply_sets_scenario_fields_through_the_scenarios_validation():
+    base = load_scenario("mountain-pass-outage")  # the mine stops (fraction 1.0) for 6 months
+    dumped = base.model_dump(mode="json")
+    dumped["uncertain"] = {"parameters": [
+        {"target": "scenario:events.0.fraction", "dist": "uniform", "low": 0.2, "high": 1.0},
+        {"target": "scenario:events.0.months", "dist": "uniform", "low": 0.5, "high": 1.5,
+         "how": "scale"}]}
+    sc = Scenario.model_validate(dumped)
+    _, out = targets.apply(DATASET, sc, sc.uncertain, np.array([0.3, 0.75]))
+    assert out.events[0].fraction == 0.3
+    assert out.events[0].months == 5  # 6 x 0.75 = 4.5 months -> an int field's nearest integer
+    assert sc.events[0].fraction == 1.0 and sc.events[0].months == 6  # the input stays
+    with pytest.raises(ValueError, match=r"events.0.*fraction.*value 7\.0.*less than or equal"):
+        targets.apply(DATASET, sc, sc.uncertain, np.array([7.0, 1.0]))
+
+
+# ---- ensembles ---------------------------------------------------------------------------------
+def _by_hand(start_year: int) -> Dataset:
+    tables = dict(DATASET.tables)
+    facilities = tables["facilities"].copy()
+    facilities.loc[facilities["facility_id"] == PLANT, "start_year"] = start_year
+    tables["facilities"] = facilities
+    return Dataset(tables=tables, origin=DATASET.origin)
+
+
+def test_each_run_equals_the_scenario_run_on_a_dataset_changed_by_hand():
+    sc = _scenario([_start_year([2027, 2031]),
+                    {"target": "demand_scale", "dist": "uniform", "low": 0.95, "high": 1.05}])
+    res = simulate(DATASET, sc, runs=5, seed=3)
+    values = res.parameters[1]
+    assert set(values[:, 0]) == {2027.0, 2031.0}  # both choices drawn
+    plain = Scenario.model_validate({**sc.model_dump(mode="json"), "uncertain": {}})
+    for run in range(5):
+        year, demand = values[run]
+        alone = Scenario.model_validate({**plain.model_dump(mode="json"), "uncertain": {
+            "parameters": [{"target": "demand_scale", "dist": "choice", "values": [demand]}]}})
+        expected = simulate(_by_hand(int(year)), alone)
+        for name in ("shortfall", "production", "trade", "price"):
+            assert_equivalent(res.data[name].isel(run=run).values,
+                              expected.data[name].isel(run=0).values)
+
+
+def test_a_later_plant_makes_fewer_us_magnets():
+    sc = _scenario([_start_year([2027, 2031])])
+    res = simulate(DATASET, sc, runs=6, seed=0)
+    years = res.parameters[1][:, 0]
+    made = res.data["production"].sel(stage="magnet", country="USA").sel(
+        month=slice("2027-01", "2030-12")).sum("month").values
+    early, late = made[years == 2027], made[years == 2031]
+    assert len(early) and len(late)
+    assert early.min() > late.max() + 5000  # t of magnets over four years (10,000 t/yr plant)
+    # runs that share a value share their results exactly
+    assert np.ptp(early) == 0 and np.ptp(late) == 0
+
+
+def test_results_do_not_depend_on_batches_or_workers():
+    sc = _scenario([_start_year([2027, 2029, 2031]),
+                    {"target": "switching_rate", "dist": "uniform", "low": 0.05, "high": 0.3}],
+                   end="2027-06")
+    one = simulate(DATASET, sc, runs=8, seed=5, batch_size=8, keep=False)
+    split = simulate(DATASET, sc, runs=8, seed=5, batch_size=3, keep=False, workers=2)
+    assert one.summary() == split.summary()
+    for name, series in one.series().items():
+        np.testing.assert_array_equal(series, split.series()[name], err_msg=name)
+    for name, values in one.headline().items():
+        np.testing.assert_array_equal(values, split.headline()[name], err_msg=name)
+
+
+def test_a_kept_dataset_describes_the_scenario_as_written():
+    # scale China's mine output: runs differ in their mine capacities and element mix, the
+    # dataset's static variables stay those of the scenario as written
+    sc = _scenario([{"target": "dataset:mine_production.value[country=CHN]", "dist": "choice",
+                     "values": [0.5, 1.0], "how": "scale"}], end="2024-03")
+    res = simulate(DATASET, sc, runs=4, seed=2)
+    nominal = simulate(DATASET, _scenario([], end="2024-03"))
+    for name in ("capacity", "grade_content", "mine_composition"):
+        assert "run" not in res.data[name].dims
+        np.testing.assert_array_equal(res.data[name].values, nominal.data[name].values)
+    half = res.parameters[1][:, 0] == 0.5
+    mined = res.data["production"].sel(stage="mining", country="CHN").sum("month").values
+    assert half.any() and (~half).any()
+    assert mined[half].max() < mined[~half].min()  # and the runs did differ
