@@ -64,7 +64,8 @@ def test_unknown_targets_are_refused_when_the_scenario_is_read():
     ("dataset:facilities.capacity[facility_id=nowhere]", "set", "no row of facilities matches"),
     ("dataset:facilities.capacity[facility_id=lynas_seadrift_texas]", "scale",
      "a selected cell is empty; 'scale' needs a value"),
-    ("scenario:events.0.magnitude", "set", "the scenario has no 0 at this place"),
+    ("scenario:events.0.magnitude", "set", "the scenario has no list entry 0 in events"),
+    ("scenario:responses.prices", "set", "responses is empty"),
     ("scenario:description", "set", "not a number"),
     ("demand_scale", "scale", "is a run parameter, set per run"),
 ])
@@ -80,9 +81,49 @@ def test_values_outside_the_schema_stop_the_ensemble_before_it_runs():
     # capacity has min:0 in data/schema/facilities.csv; a normal around 0 goes below it
     sc = _scenario([{"target": f"dataset:facilities.capacity[facility_id={PLANT}]",
                      "dist": "normal", "mean": 0.0, "sd": 1000.0}])
+    ticks = []
     with pytest.raises(ScenarioError, match=r"facilities.capacity would be -[0-9.]+; the schema "
                                             r"wants it >= 0"):
-        simulate(DATASET, sc, runs=20, seed=1)
+        simulate(DATASET, sc, runs=20, seed=1, progress=lambda done, total: ticks.append(done))
+    assert ticks == []  # no month of any run was simulated
+
+
+def test_values_that_fail_only_together_stop_the_ensemble_before_it_runs():
+    # a fraction set to 1.0 and then scaled by 1.5 breaks its bound (<= 1); each alone is fine
+    sc = _outage([{"target": "scenario:events.0.fraction", "dist": "choice",
+                   "values": [0.5, 1.0]},
+                  {"target": "scenario:events.0.fraction", "name": "fraction_scale",
+                   "dist": "choice", "values": [1.0, 1.5], "how": "scale"}])
+    ticks = []
+    with pytest.raises(ScenarioError) as err:
+        simulate(DATASET, sc, runs=16, seed=1, progress=lambda done, total: ticks.append(done))
+    text = " ".join(str(err.value).split())
+    assert "uncertain.parameters[1] (fraction_scale, value 1.5)" in text
+    assert "less than or equal to 1" in text
+    assert ticks == []
+
+
+def test_the_scenarios_own_checks_apply_to_changed_fields():
+    # april-2025 writes an extra licence regime inline; its approval share must lie in [0, 1]
+    sc = _inline_regime([{"target": "scenario:policies.extra_regimes.0.approval_share",
+                          "dist": "uniform", "low": 0.5, "high": 3.0}])
+    with pytest.raises(ScenarioError, match=r"approval_share.*must be a number between 0 and 1"):
+        simulate(DATASET, sc, runs=4, seed=1)
+
+
+def test_a_refusal_in_a_worker_process_is_a_clean_error(tmp_path):
+    # moving a plant's start year to the base year drops it from the pipeline and its country
+    # (Estonia) from the model: found only when the run is compiled, in a worker process
+    sc = _scenario([{"target": "dataset:facilities.start_year[facility_id=neo_narva_magnets]",
+                     "dist": "choice", "values": [2026, 2024]}], end="2024-06")
+    with pytest.raises(ScenarioError, match=r"change the model's countries \(17 -> 16\)"):
+        simulate(DATASET, sc, runs=8, seed=1, workers=2)
+    path = tmp_path / "sc.yaml"
+    path.write_text(json.dumps(sc.model_dump(mode="json")))
+    res = CliRunner().invoke(app, ["run", str(path), "--runs", "8", "--json"])
+    assert res.exit_code == 2
+    assert "change the model's countries" in " ".join(res.output.split())
+    assert "Traceback" not in res.output
 
 
 def test_cli_reports_a_bad_target_with_exit_code_2(tmp_path):
@@ -96,6 +137,31 @@ def test_cli_reports_a_bad_target_with_exit_code_2(tmp_path):
     assert "no row of facilities matches" in " ".join(res.output.split())
     assert "Traceback" not in res.output
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def _outage(parameters: list[dict]) -> Scenario:
+    base = load_scenario("mountain-pass-outage").model_dump(mode="json")
+    base["uncertain"] = {"parameters": parameters}
+    return Scenario.model_validate(base)
+
+
+def _inline_regime(parameters: list[dict]) -> Scenario:
+    base = load_scenario("april-2025").model_dump(mode="json")
+    assert base["policies"]["extra_regimes"][0]["review_days_median"] == 63  # an int in YAML
+    base["end"] = "2025-09"
+    base["uncertain"] = {"parameters": parameters}
+    return Scenario.model_validate(base)
+
+
+def test_selectors_match_lists_booleans_and_numbers():
+    frame = DATASET.facilities
+    by_source = targets._rows(frame, targets.DatasetCell(
+        "facilities", "capacity", (("source_id", "mp_2026_q4fy2025_results"),)))
+    assert by_source.sum() >= 2  # a list column: rows that cite the source
+    planned = targets._rows(frame, targets.DatasetCell(
+        "facilities", "capacity", (("estimate", "FALSE"), ("start_year", "2027.0"))))
+    expected = (frame["estimate"] == False) & (frame["start_year"] == 2027)  # noqa: E712
+    assert planned.tolist() == expected.fillna(False).tolist() and planned.any()
 
 
 # ---- applying values by hand --------------------------------------------------------------------
@@ -130,8 +196,20 @@ def test_apply_sets_scenario_fields_through_the_scenarios_validation():
     assert out.events[0].fraction == 0.3
     assert out.events[0].months == 5  # 6 x 0.75 = 4.5 months -> an int field's nearest integer
     assert sc.events[0].fraction == 1.0 and sc.events[0].months == 6  # the input stays
-    with pytest.raises(ValueError, match=r"events.0.*fraction.*value 7\.0.*less than or equal"):
+    with pytest.raises(ValueError, match=r"uncertain.parameters\[0\] \(scenario:events.0."
+                                         r"fraction, value 7\): scenario:events.0.fraction: "
+                                         r"Input should be less than or equal to 1"):
         targets.apply(DATASET, sc, sc.uncertain, np.array([7.0, 1.0]))
+    with pytest.raises(ValueError, match=r"parameters\[0\].*needs a finite number"):
+        targets.apply(DATASET, sc, sc.uncertain, np.array([np.nan, 1.0]))
+
+
+def test_fields_of_inline_rules_are_not_rounded():
+    # review_days_median is written 63 (an int) in a free-form regime: a float stays a float
+    sc = _inline_regime([{"target": "scenario:policies.extra_regimes.0.review_days_median",
+                          "dist": "uniform", "low": 40, "high": 90}])
+    _, out = targets.apply(DATASET, sc, sc.uncertain, np.array([70.4]))
+    assert out.policies.extra_regimes[0]["review_days_median"] == 70.4
 
 
 # ---- ensembles ---------------------------------------------------------------------------------
@@ -200,3 +278,24 @@ def test_a_kept_dataset_describes_the_scenario_as_written():
     mined = res.data["production"].sel(stage="mining", country="CHN").sum("month").values
     assert half.any() and (~half).any()
     assert mined[half].max() < mined[~half].min()  # and the runs did differ
+
+
+def test_a_sweep_refuses_bad_values_before_writing_anything(tmp_path):
+    from rareflow.sweep import run_sweep
+
+    sc = _scenario([{"target": f"dataset:facilities.capacity[facility_id={PLANT}]",
+                     "dist": "normal", "mean": 0.0, "sd": 1000.0}])
+    out = tmp_path / "sweep"
+    with pytest.raises(ScenarioError, match="the schema wants it >= 0"):
+        run_sweep(out, sc, runs=8, seed=1, batch_size=4)
+    assert not out.exists()
+
+
+def test_series_names_do_not_depend_on_the_runs():
+    # capacity by country is reported for every country, so that batches and groups of runs
+    # that differ in which countries build agree on the series they return
+    res = simulate(DATASET, load_scenario("allied-buildout-2030").model_copy(
+        update={"end": "2024-03"}))
+    countries = res.data["country"].values
+    for stage in ("mining", "separation", "magnet"):
+        assert {f"capacity_t.{stage}.{c}" for c in countries} <= set(res.series())

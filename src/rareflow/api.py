@@ -259,18 +259,25 @@ class _PerRunCompile:
     def _compiled(self, key: tuple, row: np.ndarray) -> tuple:
         if key not in self._cache:
             name = self.scenario.name
+            labels = ", ".join(f"{p.label} = {row[k]:g}" for k, p in enumerate(
+                self.scenario.uncertain.parameters) if k in self.columns)
             try:
                 dataset, scenario = targets.apply(self.dataset, self.scenario,
                                                   self.scenario.uncertain, row)
+            except ValueError as exc:
+                raise ScenarioError(name, [str(exc)]) from None
+            try:
                 network, controls = compile_scenario(dataset, scenario)
                 responses = compile_responses(dataset, scenario, network)
-            except (ValueError, ResponseDataError) as exc:
-                raise ScenarioError(name, [str(exc)]) from None
+            except ScenarioError as exc:
+                raise ScenarioError(name, [f"with uncertain parameters {labels}: {e}"
+                                           for e in exc.errors]) from None
+            except (ValueError, KeyError, IndexError, ResponseDataError) as exc:
+                raise ScenarioError(name, [f"with uncertain parameters {labels}: the compile "
+                                           f"failed ({type(exc).__name__}: {exc})"]) from None
             coords = _network_coords(network)
             changed = [k for k in coords if coords[k] != self.coords[k]]
             if changed:
-                labels = ", ".join(f"{p.label} = {row[k]:g}" for k, p in enumerate(
-                    self.scenario.uncertain.parameters) if k in self.columns)
                 raise ScenarioError(name, [
                     f"uncertain parameters ({labels}) change the model's {changed[0]} "
                     f"({len(self.coords[changed[0]])} -> {len(coords[changed[0]])}); every run "

@@ -188,10 +188,8 @@ def _response_series(d: xr.Dataset, attrs: dict) -> dict[str, np.ndarray]:
     for stage in cap["capacity_stage"].values:
         out[f"capacity_t.{stage}.outside_china"] = cap.sel(
             capacity_stage=stage, country=outside).sum("country").values
-        for code in cap["country"].values:
-            series = cap.sel(capacity_stage=stage, country=code).values
-            if np.any(series > 0):
-                out[f"capacity_t.{stage}.{code}"] = series
+        for code in cap["country"].values:  # every country, so that batches agree on names
+            out[f"capacity_t.{stage}.{code}"] = cap.sel(capacity_stage=stage, country=code).values
     blocs = json.loads(attrs.get("blocs", "{}"))
     sector_grade = json.loads(attrs.get("sector_grade", "{}"))
     reo_per_t = d["grade_content"].sum("element")

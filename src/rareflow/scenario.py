@@ -259,8 +259,13 @@ class ScenarioError(ValueError):
     """A scenario that cannot be run; ``errors`` lists 'field: message' strings."""
 
     def __init__(self, source: str, errors: list[str]):
+        self.source = source
         self.errors = errors
         super().__init__(f"scenario {source}:\n" + "\n".join(f"  {e}" for e in errors))
+
+    def __reduce__(self):
+        # raised in worker processes too: pickle it by its arguments, not its message
+        return (ScenarioError, (self.source, self.errors))
 
 
 _EVENT_TAGS = {"facility_outage", "trade_restriction", "demand_shock", "stockpile_release",

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rareflow import targets
 from rareflow.ensemble import batches, sample
-from rareflow.scenario import Scenario
+from rareflow.scenario import Scenario, ScenarioError, check_scenario
 
 SWEEP_FILE = "sweep.json"
 
@@ -129,7 +130,18 @@ def run_sweep(
         resolve_backend(backend)  # fail here, not on every worker
     from dask.distributed import Client, LocalCluster, as_completed
 
+    from rareflow.data import load_dataset
+
     directory = Path(directory)
+    # the scenario and its sampled values are checked here, before anything is written or
+    # submitted, not batch by batch on the workers
+    dataset = load_dataset(data_path)
+    errors = check_scenario(scenario, dataset)
+    if not errors and targets.structural(scenario.uncertain):
+        errors = targets.check_values(dataset, scenario, scenario.uncertain,
+                                      sample(scenario.uncertain, runs, seed)[1])
+    if errors:
+        raise ScenarioError(scenario.name, errors)
     values, parts = prepare(directory, scenario, runs, seed, batch_size)
     _remove_leftovers(directory)
     todo = missing_batches(directory, parts)

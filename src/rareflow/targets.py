@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -100,24 +101,60 @@ def structural(uncertainties: Uncertainties) -> list[tuple[int, Target]]:
     return out
 
 
+def _matches(cell: object, wanted: str) -> bool:
+    """Whether a table cell equals a selector's text: a list cell when it holds the value, a
+    boolean regardless of case, a number by value (2024 matches 2024.0)."""
+    if isinstance(cell, list | tuple):
+        return any(_matches(c, wanted) for c in cell)
+    if isinstance(cell, bool | np.bool_):
+        return str(bool(cell)).lower() == wanted.lower()
+    if isinstance(cell, int | float | np.integer | np.floating):
+        try:
+            return float(cell) == float(wanted)
+        except ValueError:
+            return False
+    return str(cell) == wanted
+
+
 def _rows(frame: pd.DataFrame, cell: DatasetCell) -> np.ndarray:
     """Boolean mask of the rows a dataset target selects."""
     mask = np.ones(len(frame), dtype=bool)
     for key, value in cell.where:
-        column = frame[key]
-        mask &= np.array([str(v) == value for v in column], dtype=bool)
+        mask &= np.array([_matches(v, value) for v in frame[key]], dtype=bool)
     return mask
 
 
 def _lookup(data: object, path: tuple[str | int, ...]) -> object:
-    for step in path:
+    """The value at ``path`` in a dumped scenario; KeyError with a message otherwise."""
+    for depth, step in enumerate(path):
         if isinstance(step, int) and isinstance(data, list) and step < len(data):
             data = data[step]
         elif isinstance(step, str) and isinstance(data, dict) and step in data:
             data = data[step]
         else:
-            raise KeyError(step)
+            above = ".".join(str(s) for s in path[:depth])
+            if data is None:
+                raise KeyError(f"{above} is empty")
+            kind = "list" if isinstance(data, list) else "field"
+            place = f" in {above}" if above else ""
+            raise KeyError(f"the scenario has no {kind} entry {step!r}{place}")
     return data
+
+
+def _declares_int(scenario: Scenario, path: tuple[str | int, ...]) -> bool:
+    """Whether the scenario model declares the field at ``path`` an integer (free-form mappings,
+    such as rules written inline, hold floats)."""
+    from pydantic import BaseModel
+
+    parent: object = scenario
+    for step in path[:-1]:
+        parent = parent[step] if isinstance(step, int) or isinstance(parent, dict) \
+            else getattr(parent, step)
+    if not isinstance(parent, BaseModel):
+        return False
+    annotation = type(parent).model_fields[path[-1]].annotation
+    args = typing.get_args(annotation)
+    return annotation is int or (int in args and float not in args)
 
 
 def _is_number(value: object) -> bool:
@@ -148,9 +185,11 @@ def check_targets(uncertainties: Uncertainties, scenario: Scenario,
             try:
                 value = _lookup(dumped, target.path)
             except KeyError as exc:
-                errors.append(f"{where}: the scenario has no {exc.args[0]!r} at this place")
+                errors.append(f"{where}: {exc.args[0]}")
                 continue
-            if not _is_number(value):
+            if value is None and p.how == "scale":
+                errors.append(f"{where}: the field is empty; 'scale' needs a value to scale")
+            elif value is not None and not _is_number(value):
                 errors.append(f"{where}: holds {value!r}, not a number")
             continue
         if target.table not in dataset.tables:
@@ -183,33 +222,45 @@ def _new_value(old: object, sampled: float, how: str, integer: bool) -> float | 
     return math.floor(value + 0.5) if integer else float(value)  # halves round up
 
 
+def _describe(uncertainties: Uncertainties, row: np.ndarray, k: int) -> str:
+    p = uncertainties.parameters[k]
+    return f"uncertain.parameters[{k}] ({p.label}, value {float(row[k]):g})"
+
+
 def apply(dataset: Dataset, scenario: Scenario, uncertainties: Uncertainties,
           row: np.ndarray, positions: list[int] | None = None) -> tuple[Dataset, Scenario]:
     """The dataset and scenario of one run: ``row`` holds the run's value of every uncertain
     parameter; the dataset cells and scenario fields among them (only those at ``positions``,
-    if given) are applied in their listed order. Run parameters are the kernel's business.
+    if given) are applied in their listed order. Run parameters are the kernel's business. A
+    changed scenario passes the scenario model's validation and :func:`check_scenario`.
 
     Raises
     ------
     ValueError
-        If a value breaks a schema bound or the scenario's validation; the message names the
+        If a value breaks a schema bound or the scenario's checks; the message names the
         parameter, the value and the rule.
     """
-    from rareflow.scenario import Scenario
+    from pydantic import ValidationError
+
+    from rareflow.scenario import Scenario, check_scenario
 
     tables = dict(dataset.tables)
     dumped = None
+    fields: list[tuple[int, ScenarioField]] = []
     for k, target in structural(uncertainties):
         if positions is not None and k not in positions:
             continue
         p = uncertainties.parameters[k]
         sampled = float(row[k])
-        where = f"uncertain.parameters[{k}] ({p.label}, value {sampled:g})"
+        where = _describe(uncertainties, row, k)
+        if not math.isfinite(sampled):
+            raise ValueError(f"{where}: {p.target} needs a finite number")
         if isinstance(target, ScenarioField):
             dumped = scenario.model_dump(mode="json") if dumped is None else dumped
             parent = _lookup(dumped, target.path[:-1])
-            old = parent[target.path[-1]]
-            parent[target.path[-1]] = _new_value(old, sampled, p.how, isinstance(old, int))
+            parent[target.path[-1]] = _new_value(parent[target.path[-1]], sampled, p.how,
+                                                 _declares_int(scenario, target.path))
+            fields.append((k, target))
             continue
         spec = load_schema(target.table).spec(target.column)
         frame = tables[target.table] = tables[target.table].copy()
@@ -225,33 +276,68 @@ def apply(dataset: Dataset, scenario: Scenario, uncertainties: Uncertainties,
                 raise ValueError(f"{where}: {target.table}.{target.column} would be {value:g}; "
                                  f"the schema wants it {bound}")
             frame.iat[i, at] = value
-    if dumped is not None:
-        from pydantic import ValidationError
+    changed = Dataset(tables=tables, origin=dataset.origin)
+    if dumped is None:
+        return changed, scenario
 
-        try:
-            scenario = Scenario.model_validate(dumped)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            place = ".".join(str(s) for s in first["loc"])
-            raise ValueError(f"scenario fields set from uncertain parameters ({place}, "
-                             f"value {first.get('input')!r}): {first['msg']}") from None
-    return Dataset(tables=tables, origin=dataset.origin), scenario
+    def blame(loc: tuple) -> str:
+        """The parameters behind a problem at ``loc`` (pydantic adds union tags to paths)."""
+        named = [k for k, t in fields if _within(t.path, loc)]
+        return "; ".join(f"{_describe(uncertainties, row, k)}: "
+                         f"{uncertainties.parameters[k].target}" for k in named or
+                         [k for k, _ in fields])
+
+    try:
+        scenario = Scenario.model_validate(dumped)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValueError(f"{blame(tuple(first['loc']))}: {first['msg']}") from None
+    errors = check_scenario(scenario, changed)
+    if errors:
+        raise ValueError(f"{blame(())}: {errors[0]}")
+    return changed, scenario
+
+
+def _within(path: tuple, loc: tuple) -> bool:
+    """Whether ``path`` appears in order inside pydantic's error location ``loc``."""
+    steps = iter(loc)
+    return bool(loc) and all(any(step == s for s in steps) for step in path)
 
 
 def check_values(dataset: Dataset, scenario: Scenario, uncertainties: Uncertainties,
-                 values: np.ndarray) -> list[str]:
-    """Check each dataset cell's and scenario field's smallest and largest sampled value
-    before any run, so that a value out of bounds stops an ensemble at the start, with a
-    message, not half-way. (Setting and scaling are monotone, so the extremes are the values
-    that can break a bound.)"""
-    errors = []
-    for k, _ in structural(uncertainties):
-        for value in (values[:, k].min(), values[:, k].max()):
+                 values: np.ndarray, combinations: int = 16) -> list[str]:
+    """Check sampled values before any run, so that most bad values stop an ensemble at the
+    start with a message, not half-way: each dataset cell's and scenario field's smallest and
+    largest value alone (setting and scaling are monotone, so these break a bound if any
+    does), and every combination of them when there are at most ``combinations`` (as with
+    ``choice`` distributions). Values that fail only together in a larger design, or that the
+    compile refuses (a changed set of countries, say), stop the ensemble when their run is
+    compiled, with the same kind of message."""
+    columns = [k for k, _ in structural(uncertainties)]
+    if not columns:
+        return []
+    errors: list[str] = []
+
+    def attempt(row: np.ndarray, positions: list[int] | None) -> None:
+        try:
+            apply(dataset, scenario, uncertainties, row, positions=positions)
+        except ValueError as exc:
+            if str(exc) not in errors:
+                errors.append(str(exc))
+
+    for k in columns:
+        for value in (np.nanmin(values[:, k]), np.nanmax(values[:, k])):
             row = np.array(values[0], dtype=float)
             row[k] = value
-            try:
-                apply(dataset, scenario, uncertainties, row, positions=[k])
-            except ValueError as exc:
-                errors.append(str(exc))
-                break
+            attempt(row, [k])
+        if np.isnan(values[:, k]).any():
+            row = np.array(values[0], dtype=float)
+            row[k] = np.nan
+            attempt(row, [k])
+    distinct = np.unique(values[:, columns], axis=0)
+    if not errors and len(columns) > 1 and len(distinct) <= combinations:
+        for combo in distinct:
+            row = np.array(values[0], dtype=float)
+            row[columns] = combo
+            attempt(row, None)
     return errors
