@@ -216,6 +216,31 @@ def test_sweep_resume_removes_half_written_batches(tmp_path):
     assert summary is not None and summary["runs"] == 2
 
 
+def test_sweep_combines_series_a_few_at_a_time(tmp_path):
+    # the summary does not depend on how many series are read at once; a batch missing a
+    # series (from another version) is an error, not a shorter array
+    from rareflow import sweep
+
+    out = tmp_path / "sweep"
+    summary = sweep.run_sweep(out, SC, runs=4, seed=5, batch_size=2)
+    values, parts = sweep.prepare(out, SC, 4, 5, 2)
+    one_by_one = sweep.combine(out, SC, parts, values, 5, memory=1)
+    assert one_by_one == summary
+    direct = simulate(DATASET, SC, runs=4, seed=5).summary()["series"]
+    assert one_by_one["series"].keys() == direct.keys()
+    for name, bands in direct.items():  # batches store series in float32
+        for band, values in bands.items():
+            assert one_by_one["series"][name][band] == pytest.approx(values, rel=1e-6,
+                                                                     abs=2e-4), name
+    batch = out / "batches" / "batch_00001.npz"
+    with np.load(batch) as data:
+        kept = {k: data[k] for k in data.files if k != "series|production_t.mining"}
+    np.savez(batch, **kept)
+    with pytest.raises(ValueError, match=r"batch_00001.npz \(series production_t.mining\): "
+                                         "missing"):
+        sweep.combine(out, SC, parts, values, 5, memory=1)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

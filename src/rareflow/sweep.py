@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -58,11 +58,6 @@ def _save(path: Path, arrays: dict) -> None:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     np.savez(tmp, **{k.replace("/", "|"): v for k, v in arrays.items()})
     os.replace(tmp, path)
-
-
-def _load(path: Path) -> dict:
-    with np.load(path) as data:
-        return {k.replace("|", "/"): data[k] for k in data.files}
 
 
 def prepare(directory: Path, scenario: Scenario, runs: int, seed: int,
@@ -178,26 +173,77 @@ def run_sweep(
     return combine(directory, scenario, parts, values, seed)
 
 
+#: Summary series held in memory at once while a sweep is combined [bytes]: a million runs of
+#: 144 months take 1.15 GB per series in float64, so series are read a few at a time.
+COMBINE_MEMORY = 1 << 30
+
+
+class _SeriesOnDisk(Mapping):
+    """The per-run summary series of every batch file, read from disk a few names at a time
+    (about ``memory`` bytes), so that combining a sweep needs memory for a few series, not for
+    all of them (about 0.12 MB per run)."""
+
+    def __init__(self, paths: list[Path], names: list[str], runs: int, months: int,
+                 memory: int):
+        self.paths, self.names = paths, names
+        self.chunk = max(1, memory // max(1, runs * months * 8))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._read([name])[name]
+
+    def items(self):
+        for at in range(0, len(self.names), self.chunk):
+            yield from self._read(self.names[at:at + self.chunk]).items()
+
+    def _read(self, names: list[str]) -> dict[str, np.ndarray]:
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        for path in self.paths:
+            with np.load(path) as data:
+                for name in names:
+                    key = f"series|{name}"
+                    if key not in data.files:
+                        raise ValueError(f"{path} (series {name}): missing; its batches come from "
+                                         "different versions of rareflow; delete the sweep "
+                                         "directory and run it again")
+                    parts[name].append(data[key].astype(np.float64))
+        return {name: np.concatenate(arrays) for name, arrays in parts.items()}
+
+
 def combine(directory: Path, scenario: Scenario, parts: list[slice], values: np.ndarray,
-            seed: int) -> dict:
-    """Merge every batch (in batch order) into the summary contract; write summary.json."""
+            seed: int, memory: int | None = None) -> dict:
+    """Merge every batch (in batch order) into the summary contract; write summary.json.
+
+    Headline numbers are read at once; series a few at a time (``memory`` bytes, default
+    :data:`COMBINE_MEMORY`), since percentiles need every run's value.
+    """
     from rareflow.result import Result
 
-    series: dict[str, list] = {}
+    paths = [_batch_path(directory, i) for i in range(len(parts))]
     headline: dict[str, list] = {}
+    names: list[str] | None = None
     balance, min_stock = 0.0, np.inf
-    for i in range(len(parts)):
-        arrays = _load(_batch_path(directory, i))
-        for key, value in arrays.items():
-            kind, name = key.split("/", 1)
-            if kind == "series":
-                series.setdefault(name, []).append(value.astype(np.float64))
-            elif kind == "headline":
-                headline.setdefault(name, []).append(value)
-        balance = max(balance, float(arrays["checks/balance"][0]))
-        min_stock = min(min_stock, float(arrays["checks/min_stock"][0]))
+    for path in paths:
+        with np.load(path) as data:
+            keys = [k.replace("|", "/") for k in data.files]
+            if names is None:
+                names = [k.split("/", 1)[1] for k in keys if k.startswith("series/")]
+            for key in keys:
+                kind, name = key.split("/", 1)
+                if kind == "headline":
+                    headline.setdefault(name, []).append(data[key.replace("/", "|")])
+            balance = max(balance, float(data["checks|balance"][0]))
+            min_stock = min(min_stock, float(data["checks|min_stock"][0]))
+    runs = int(parts[-1].stop)
+    series = _SeriesOnDisk(paths, names or [], runs, len(scenario.months),
+                           COMBINE_MEMORY if memory is None else memory)
     labels = [p.label for p in scenario.uncertain.parameters]
-    result = Result(None, series={k: np.concatenate(v) for k, v in series.items()},
+    result = Result(None, series=series,
                     headline={k: np.concatenate(v) for k, v in headline.items()},
                     checks={"mass_balance_max_rel_error": balance, "min_stock_t": min_stock},
                     attrs={"scenario": scenario.name, "seed": seed},
