@@ -20,7 +20,7 @@ from rareflow import load_dataset, simulate
 from rareflow.cli import app
 from rareflow.discovery import parse_where, prim
 from rareflow.ensemble import Uncertain, Uncertainties, exceedance, sample
-from rareflow.scenario import scenario_from_dict
+from rareflow.scenario import ScenarioError, scenario_from_dict
 
 DATASET = load_dataset()
 
@@ -64,6 +64,78 @@ def test_bad_distribution_is_refused():
     with pytest.raises(ValueError, match="needs mode"):
         Uncertain.model_validate({"target": "leakage", "dist": "triangular", "low": 0,
                                   "high": 1})
+    for bad, rule in [({"values": []}, "at least one value"),
+                      ({"values": [0.0, 0.1], "weights": [0, 0]}, "positive sum"),
+                      ({"values": [0.0, 0.1], "weights": [-1, 2]}, "must be >= 0")]:
+        with pytest.raises(ValueError, match=rule):
+            Uncertain.model_validate({"target": "leakage", "dist": "choice", **bad})
+
+
+def test_a_zero_width_range_is_a_fixed_value():
+    for dist in ({"dist": "uniform"}, {"dist": "triangular", "mode": 0.9},
+                 {"dist": "beta", "a": 2, "b": 2}):
+        p = Uncertain.model_validate({"target": "demand_scale", "low": 0.9, "high": 0.9, **dist})
+        assert p.quantile(np.array([0.1, 0.5, 0.9])).tolist() == [0.9, 0.9, 0.9]
+
+
+@pytest.mark.parametrize("pairs, rule", [
+    ([("approval_scale", "approval_scale", 0.5)], "a parameter with itself"),
+    ([("approval_scale", "demand_scale", 0.5), ("demand_scale", "approval_scale", 0.2)],
+     "given twice"),
+    ([("approval_scale", "demand_scale", 0.9), ("demand_scale", "leakage", 0.9),
+      ("approval_scale", "leakage", -0.9)], "cannot hold together"),
+])
+def test_impossible_correlations_are_refused(pairs, rule):
+    params = [{"target": t, "dist": "uniform", "low": 0, "high": 1}
+              for t in ("approval_scale", "demand_scale", "leakage")]
+    with pytest.raises(ValueError, match=rule):
+        _unc(parameters=params, correlation=pairs)
+
+
+def test_correlated_latin_hypercube_keeps_its_strata():
+    u = _unc(sampling="lhs", parameters=[
+        {"target": "approval_scale", "dist": "uniform", "low": 0, "high": 1},
+        {"target": "demand_scale", "dist": "uniform", "low": 0, "high": 1}],
+        correlation=[("approval_scale", "demand_scale", 0.6)])
+    _, v = sample(u, 1000, seed=2)
+    for k in range(2):  # one draw in each of 1000 equal strata, in both columns
+        assert len(np.unique(np.floor(v[:, k] * 1000))) == 1000
+    assert stats.spearmanr(v[:, 0], v[:, 1]).statistic == pytest.approx(0.6, abs=0.03)
+
+
+def test_sobol_sampling_needs_a_power_of_two():
+    u = _unc(sampling="sobol", parameters=[
+        {"target": "approval_scale", "dist": "uniform", "low": 0, "high": 1}])
+    assert sample(u, 64, seed=1)[1].shape == (64, 1)
+    with pytest.raises(ValueError, match=r"runs \(value 1000\): uncertain.sampling 'sobol' "
+                                         r"needs a power of two.*e.g. 1024"):
+        sample(u, 1000, seed=1)
+
+
+def test_run_parameters_outside_their_ranges_stop_the_ensemble_before_it_runs():
+    sc = _short(sampling="mc", parameters=[
+        {"target": "mine_scale", "dist": "normal", "mean": 1.0, "sd": 0.6}])
+    ticks = []
+    with pytest.raises(ScenarioError, match=r"uncertain.parameters\[0\] \(mine_scale, value "
+                                            r"-[0-9.]+ in run [0-9]+\): mine_scale must lie in "
+                                            r"\[0, inf\]"):
+        simulate(DATASET, sc, runs=64, seed=1, progress=lambda d, t: ticks.append(d))
+    assert ticks == []
+
+
+def test_one_run_is_the_scenario_at_its_medians():
+    sc = _short(parameters=[
+        {"target": "demand_scale", "dist": "triangular", "low": 0.8, "mode": 0.9, "high": 1.3},
+        {"target": "leakage", "dist": "choice", "values": [0.0, 0.1], "weights": [0.3, 0.7]}])
+    labels, values = simulate(DATASET, sc, runs=1, seed=7).parameters
+    median = stats.triang(0.2, loc=0.8, scale=0.5).ppf(0.5)
+    assert values.tolist() == [[pytest.approx(median), 0.1]]
+
+
+def test_thresholds_must_name_a_headline():
+    with pytest.raises(ScenarioError, match=r"uncertain.thresholds \(value 'shortfal_total_t'\)"
+                                            ": not a headline"):
+        simulate(DATASET, _short(parameters=[], thresholds={"shortfal_total_t": [1.0]}))
 
 
 def test_exceedance_by_hand():
@@ -136,17 +208,37 @@ def test_prim_finds_a_known_box():
     rng = np.random.default_rng(0)
     x = rng.random((4000, 3))
     y = (x[:, 0] > 0.7) & (x[:, 1] < 0.4)
-    box = prim(x, y, alpha=0.05, min_support=0.05)
+    box = prim(x, y)
     assert box["low"][0] == pytest.approx(0.7, abs=0.03)
     assert box["high"][1] == pytest.approx(0.4, abs=0.03)
-    assert box["low"][2] < 0.05 and box["high"][2] > 0.95  # the irrelevant input stays open
+    assert box["restricted"] == [True, True, False]  # the irrelevant input stays open
     assert box["density"] > 0.9 and box["coverage"] > 0.8
+
+
+def test_prim_with_noise_keeps_coverage_and_restricts_what_matters():
+    # a region x0 > 0.5 and x1 < 0.5 holding runs of interest with probability 0.8 (0.1
+    # outside), among five inputs: the box chosen (highest coverage at density >= 0.8) must
+    # restrict x0 and x1 near 0.5 and keep most of the runs of interest (coverage; a box
+    # peeled to the densest corner would keep about a third)
+    rng = np.random.default_rng(0)
+    x = rng.random((500, 5))
+    inside = (x[:, 0] > 0.5) & (x[:, 1] < 0.5)
+    y = np.where(inside, rng.random(500) < 0.8, rng.random(500) < 0.1)
+    box = prim(x, y)
+    assert box["restricted"][0] and box["restricted"][1]
+    assert box["low"][0] == pytest.approx(0.5, abs=0.05)
+    assert box["high"][1] == pytest.approx(0.5, abs=0.05)
+    assert box["density"] >= 0.8 and box["coverage"] > 0.6
+    assert box["trajectory"][box["index"]]["coverage"] == box["coverage"]
+    with pytest.raises(ValueError, match="runs of interest and runs that are not"):
+        prim(x, np.zeros(500, dtype=bool))
 
 
 def test_parse_where():
     assert parse_where("units_not_built_total >= 1e6") == ("units_not_built_total", ">=", 1e6)
-    with pytest.raises(ValueError, match="NAME > NUMBER"):
-        parse_where("units are many")
+    for bad in ("units are many", "x > 1e", "x > nan"):
+        with pytest.raises(ValueError, match="NAME > NUMBER"):
+            parse_where(bad)
 
 
 def test_sobol_points_at_the_parameter_that_matters():
@@ -158,11 +250,71 @@ def test_sobol_points_at_the_parameter_that_matters():
     assert max(st, key=st.get) in ("demand_scale", "approval_scale")
 
 
-def test_cli_discover_and_sensitivity_errors():
+def test_cli_discover_and_sensitivity_errors(monkeypatch):
     res = CliRunner().invoke(app, ["discover", "baseline", "--where", "x > 1"])
     assert res.exit_code == 2 and "no uncertain parameters" in res.stderr
     res = CliRunner().invoke(app, ["sensitivity", "history-2025", "--samples", "10"])
     assert res.exit_code == 2 and "power of two" in res.stderr
+    # a misspelt outcome is refused before any run
+    import rareflow.api
+
+    def no_runs(*args, **kwargs):
+        raise AssertionError("simulated before checking the name")
+
+    monkeypatch.setattr(rareflow.api, "simulate", no_runs)
+    monkeypatch.setattr("rareflow.cli.simulate", no_runs)
+    monkeypatch.setattr("rareflow.sensitivity.simulate", no_runs)
+    res = CliRunner().invoke(app, ["discover", "history-2025", "--where", "shortfal_t > 1"])
+    assert res.exit_code == 2 and "'shortfal_t' is not a headline" in res.stderr
+    res = CliRunner().invoke(app, ["sensitivity", "history-2025", "--output", "no_such"])
+    assert res.exit_code == 2 and "--output (value 'no_such'): not a headline" in res.stderr
+
+
+def _short(**uncertain) -> object:
+    return scenario_from_dict({**json.loads(SC.model_dump_json()), "end": "2024-09",
+                               "uncertain": uncertain})
+
+
+def test_cli_discover_json_and_text():
+    sc = _short(sampling="mc", parameters=[
+        {"target": "demand_scale", "dist": "uniform", "low": 0.6, "high": 1.6},
+        {"target": "switching_rate", "dist": "uniform", "low": 0.05, "high": 0.3}])
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "u.yaml"
+        path.write_text(json.dumps(json.loads(sc.model_dump_json())))
+        res = CliRunner().invoke(app, ["discover", str(path), "--where",
+                                       "shortfall_total_t > 0", "--runs", "40", "--json"])
+        assert res.exit_code == 0, res.output
+        answer = json.loads(res.stdout)
+        assert answer["output"] == "shortfall_total_t" and answer["operator"] == ">"
+        assert answer["runs"] == 40 and 0 < answer["runs_of_interest"] < 40
+        assert set(answer["box"]) == {"demand_scale", "switching_rate"}
+        assert answer["box"]["demand_scale"]["restricted"]  # more demand, more shortfall
+        assert answer["box"]["demand_scale"]["low"] > 0.6
+        assert answer["trajectory"][answer["chosen"]]["coverage"] == answer["coverage"]
+        res = CliRunner().invoke(app, ["discover", str(path), "--where",
+                                       "shortfall_total_t > 1e15", "--runs", "10"])
+        assert res.exit_code == 0 and "no box to find" in res.stdout
+
+
+def test_first_shortfall_month_counts_never_as_after_the_horizon():
+    from rareflow.result import Result, outcome_values
+
+    # never short (NaN) is later than any month: in percentiles, exceedance and analyses
+    months = np.array([3.0, np.nan, np.nan, np.nan])
+    assert outcome_values({"first_shortfall_month": months}, "first_shortfall_month",
+                          24).tolist() == [3.0, 24.0, 24.0, 24.0]
+    with pytest.raises(ValueError, match="2 of 3 runs have no value"):
+        outcome_values({"x": np.array([1.0, np.nan, np.nan])}, "x", 24)
+    assert exceedance({"first_shortfall_month": months},
+                      {"first_shortfall_month": [5.0]}) == {"first_shortfall_month": {"5.0": 0.75}}
+    res = Result(None, series={}, headline={"first_shortfall_month": months},
+                 months=[f"2024-{m:02d}" for m in range(1, 13)],
+                 checks={"mass_balance_max_rel_error": 0.0, "min_stock_t": 0.0})
+    bands = res.summary()["headline"]["first_shortfall_month"]
+    assert bands == {"p5": 3, "p50": None, "p95": None}  # most runs: not within the horizon
 
 
 # ---- distributed sweeps ---------------------------------------------------------------------

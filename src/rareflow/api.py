@@ -12,7 +12,7 @@ from rareflow import targets
 from rareflow.compile import compile_scenario, resolve_rules
 from rareflow.compile_responses import ResponseDataError, compile_responses
 from rareflow.data import Dataset
-from rareflow.ensemble import sample
+from rareflow.ensemble import check_values, sample
 from rareflow.policy.check import ItemInfo, Shipment, check_shipment
 from rareflow.policy.rules import rules_from_table
 from rareflow.result import Result, to_dataset
@@ -105,17 +105,37 @@ def simulate(
         raise ScenarioError(scenario.name, errors)
     if runs < 1:
         raise ScenarioError(scenario.name, [f"runs (value {runs}): must be at least 1"])
+    if seed < 0:
+        raise ScenarioError(scenario.name, [f"seed (value {seed}): must be 0 or more"])
+    if batch_size < 1:
+        raise ScenarioError(scenario.name, [f"batch_size (value {batch_size}): must be 1 or "
+                                            "more"])
     keep = runs <= KEEP_RUNS if keep is None else keep
     per_run = None
-    if targets.structural(scenario.uncertain):
-        # dataset cells or scenario fields vary: check every sampled value before any run
-        if parameter_values is None:
-            parameter_values = sample(scenario.uncertain, runs, seed)[1]
-        values = np.asarray(parameter_values, dtype=float).reshape(
-            runs, len(scenario.uncertain.parameters))
-        errors = targets.check_values(dataset, scenario, scenario.uncertain, values)
-        if errors:
-            raise ScenarioError(scenario.name, errors)
+    uncertain = scenario.uncertain
+    d = len(uncertain.parameters)
+    if parameter_values is not None:
+        values = np.asarray(parameter_values, dtype=float)
+        if values.size != runs * d:
+            raise ScenarioError(scenario.name, [
+                f"parameter_values (shape {values.shape}): needs {runs} runs x {d} uncertain "
+                "parameters"])
+        values = values.reshape(runs, d)
+    elif runs == 1:
+        # one run is the scenario as written: each uncertain parameter at its median
+        values = np.array([[p.quantile(np.array([0.5]))[0] for p in uncertain.parameters]])
+    else:
+        try:
+            values = sample(uncertain, runs, seed)[1]
+        except ValueError as exc:
+            raise ScenarioError(scenario.name, [str(exc)]) from None
+    # every value is checked before any run
+    errors = check_values(uncertain, values)
+    if not errors and targets.structural(uncertain):
+        errors = targets.check_values(dataset, scenario, uncertain, values)
+    if errors:
+        raise ScenarioError(scenario.name, errors)
+    parameter_values = values
     network, controls = compile_scenario(dataset, scenario)
     try:
         responses = compile_responses(dataset, scenario, network)

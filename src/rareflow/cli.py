@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -627,21 +626,26 @@ def sensitivity_command(
     from rareflow.sensitivity import sobol_indices
 
     if samples < 2 or samples & (samples - 1):
-        raise _fail(f"--samples (value {samples}): must be a power of two (Sobol sequence)")
+        raise _fail(f"--samples (value {samples}): must be a power of two, at least 2 (Sobol "
+                    "sequence)")
     dataset = _load_or_exit(data)
     sc = _scenario_or_exit(scenario)
     try:
         answer = sobol_indices(dataset, sc, output, samples, seed)
     except ScenarioError as exc:
-        raise _problems(exc, "nothing to analyse") from None
+        raise _problems(exc, "no indices computed") from None
     if as_json:
         print(json.dumps(answer, indent=2))
         return
+    if answer["correlation_ignored"]:
+        err.print("note: the indices treat the parameters as independent; the scenario's "
+                  "uncertain.correlation is not used here")
     view = Table(title=f"Sobol indices of {output} ({answer['runs']} runs)")
     for column in ("parameter", "S1", "S1 ±", "ST", "ST ±"):
         view.add_column(column, justify="right" if column != "parameter" else "left")
     for name, row in sorted(answer["parameters"].items(), key=lambda kv: -kv[1]["ST"]):
-        view.add_row(name, *(f"{row[k]:.3f}" for k in ("S1", "S1_conf", "ST", "ST_conf")))
+        view.add_row(escape(name), *(f"{row[k]:.3f}" for k in ("S1", "S1_conf", "ST",
+                                                                "ST_conf")))
     out.print(view)
 
 
@@ -658,6 +662,7 @@ def discover_command(
 ) -> None:
     """Which parameter ranges lead to an outcome (PRIM scenario discovery)."""
     from rareflow.discovery import condition, parse_where, prim
+    from rareflow.result import headline_names, outcome_values
 
     try:
         name, op, threshold = parse_where(where)
@@ -667,27 +672,47 @@ def discover_command(
     sc = _scenario_or_exit(scenario)
     if not sc.uncertain.parameters:
         raise _fail(f"scenario {scenario!r} has no uncertain parameters to discover over")
-    result = simulate(dataset, sc, runs=runs, seed=seed, keep=False)
-    headline = result.headline()
-    if name not in headline:
-        raise _fail(f"--where: {name!r} is not a headline; choose one of {', '.join(headline)}")
+    known = headline_names(sc)
+    if name not in known:  # before any run
+        raise _fail(f"--where: {name!r} is not a headline; choose one of {', '.join(known)}")
+    try:
+        result = simulate(dataset, sc, runs=runs, seed=seed, keep=False)
+        outcome = outcome_values(result.headline(), name, len(sc.months))
+    except ScenarioError as exc:
+        raise _problems(exc, "no discovery run") from None
+    except ValueError as exc:
+        raise _fail(f"--where: {exc}") from None
     labels, values = result.parameters
-    interest = condition(np.asarray(headline[name]), op, threshold)
-    box = prim(values, interest)
-    answer = {"where": where, "runs": runs, "share_of_interest": float(interest.mean()),
-              "box": {label: {"low": box["low"][k], "high": box["high"][k]}
-                      for k, label in enumerate(labels)},
-              "coverage": box["coverage"], "density": box["density"], "support": box["support"]}
+    interest = condition(outcome, op, threshold)
+    answer = {"where": where, "output": name, "operator": op, "threshold": threshold,
+              "runs": runs, "seed": seed, "runs_of_interest": int(interest.sum()),
+              "share_of_interest": float(interest.mean()), "box": None}
+    if 0 < interest.sum() < runs:
+        box = prim(values, interest, labels)
+        answer.update(
+            box={label: {"low": box["low"][k], "high": box["high"][k],
+                         "restricted": box["restricted"][k]}
+                 for k, label in enumerate(labels)},
+            coverage=box["coverage"], density=box["density"], support=box["support"],
+            trajectory=box["trajectory"], chosen=box["index"])
     if as_json:
         print(json.dumps(answer, indent=2))
         return
-    out.print(f"{answer['share_of_interest']:.0%} of {runs} runs meet '{where}'. Box: coverage "
-              f"{box['coverage']:.0%}, density {box['density']:.0%}, support {box['support']:.0%}")
-    view = Table(title="Parameter ranges of the box")
+    share = f"{answer['runs_of_interest']} of {runs} runs meet '{where}'"
+    if answer["box"] is None:
+        out.print(f"{share}: no box to find (PRIM needs runs that meet it and runs that do "
+                  "not).", highlight=False)
+        return
+    out.print(f"{share}. Box: coverage {answer['coverage']:.0%}, density "
+              f"{answer['density']:.0%}, support {answer['support']:.0%} (box "
+              f"{answer['chosen']} of {len(answer['trajectory'])} on the peeling trajectory)",
+              highlight=False)
+    view = Table(title="Restricted parameters of the box (others span their sampled range)")
     for column in ("parameter", "low", "high"):
         view.add_column(column)
     for label, lim in answer["box"].items():
-        view.add_row(label, f"{lim['low']:.4g}", f"{lim['high']:.4g}")
+        if lim["restricted"]:
+            view.add_row(escape(label), f"{lim['low']:.4g}", f"{lim['high']:.4g}")
     out.print(view)
 
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from scipy import stats
 from scipy.stats import qmc
 
-from rareflow.sim.network import RUN_PARAMETERS, RunParameters
+from rareflow.sim.network import RUN_PARAMETER_BOUNDS, RUN_PARAMETERS, RunParameters
 
 Distribution = Literal["uniform", "triangular", "normal", "lognormal", "beta", "choice"]
 
@@ -76,6 +76,10 @@ class Uncertain(BaseModel):
                                          or len(self.weights) != len(self.values)):
             raise ValueError(f"weights ({len(self.weights)} given): need one weight per value "
                              f"({len(self.values or [])} values)")
+        if self.dist == "choice" and not self.values:
+            raise ValueError("values (value []): a choice needs at least one value")
+        if self.weights is not None and (min(self.weights) < 0 or sum(self.weights) <= 0):
+            raise ValueError(f"weights (value {self.weights}): must be >= 0 with a positive sum")
         return self
 
     @property
@@ -85,6 +89,8 @@ class Uncertain(BaseModel):
     def quantile(self, u: np.ndarray) -> np.ndarray:
         """Map uniform draws in (0, 1) to this distribution."""
         u = np.clip(u, 1e-12, 1 - 1e-12)
+        if self.dist in ("uniform", "triangular", "beta") and self.high == self.low:
+            return np.full(np.shape(u), float(self.low))  # a fixed value (scipy gives NaN)
         if self.dist == "uniform":
             return stats.uniform(self.low, self.high - self.low).ppf(u)
         if self.dist == "triangular":
@@ -129,6 +135,21 @@ class Uncertainties(BaseModel):
                                      f"label; labels: {', '.join(labels)}")
             if not -1 < rho < 1:
                 raise ValueError(f"correlation[{i}] ({a}, {b}, value {rho}): must lie in (-1, 1)")
+            if a == b:
+                raise ValueError(f"correlation[{i}] ({a}, {b}): a parameter with itself")
+        pairs = [frozenset((a, b)) for a, b, _ in self.correlation]
+        for i, pair in enumerate(pairs):
+            if pair in pairs[:i]:
+                raise ValueError(f"correlation[{i}] ({', '.join(sorted(pair))}): the pair is "
+                                 f"given twice (correlation[{pairs.index(pair)}])")
+        if self.correlation:
+            try:
+                np.linalg.cholesky(_copula_matrix(self))
+            except np.linalg.LinAlgError:
+                raise ValueError("correlation (values "
+                                 f"{[list(c) for c in self.correlation]}): these rank "
+                                 "correlations cannot hold together (the matrix is not positive "
+                                 "definite)") from None
         return self
 
 
@@ -138,6 +159,10 @@ def sample(uncertainties: Uncertainties, runs: int, seed: int) -> tuple[list[str
     d = len(params)
     if d == 0:
         return [], np.zeros((runs, 0))
+    if uncertainties.sampling == "sobol" and runs & (runs - 1):
+        raise ValueError(f"runs (value {runs}): uncertain.sampling 'sobol' needs a power of two "
+                         f"(the sequence is balanced only then), e.g. {1 << runs.bit_length()}; "
+                         "or use sampling lhs")
     if uncertainties.sampling == "lhs":
         u = qmc.LatinHypercube(d=d, seed=seed).random(runs)
     elif uncertainties.sampling == "sobol":
@@ -145,16 +170,26 @@ def sample(uncertainties: Uncertainties, runs: int, seed: int) -> tuple[list[str
     else:
         u = np.random.default_rng(seed).random((runs, d))
     if uncertainties.correlation:
-        labels = [p.label for p in params]
-        corr = np.eye(d)
-        for a, b, rho in uncertainties.correlation:
-            i, j = labels.index(a), labels.index(b)
-            # Spearman rank correlation -> Pearson correlation of the Gaussian copula
-            corr[i, j] = corr[j, i] = 2 * math.sin(math.pi * rho / 6)
+        # Gaussian copula, imposed by reordering (Iman and Conover 1982): each column keeps its
+        # own draws, so Latin hypercube strata and Sobol balance survive, and takes the ranks
+        # of correlated normal scores
+        corr = _copula_matrix(uncertainties)
         z = stats.norm.ppf(np.clip(u, 1e-12, 1 - 1e-12)) @ np.linalg.cholesky(corr).T
-        u = stats.norm.cdf(z)
+        ranks = np.argsort(np.argsort(z, axis=0), axis=0)
+        u = np.take_along_axis(np.sort(u, axis=0), ranks, axis=0)
     values = np.column_stack([p.quantile(u[:, k]) for k, p in enumerate(params)])
     return [p.label for p in params], values
+
+
+def _copula_matrix(uncertainties: Uncertainties) -> np.ndarray:
+    """Pearson correlations of the Gaussian copula from the rank (Spearman) correlations:
+    r = 2 sin(pi rho / 6) (Pearson 1907; Iman and Conover 1982)."""
+    labels = [p.label for p in uncertainties.parameters]
+    corr = np.eye(len(labels))
+    for a, b, rho in uncertainties.correlation:
+        i, j = labels.index(a), labels.index(b)
+        corr[i, j] = corr[j, i] = 2 * math.sin(math.pi * rho / 6)
+    return corr
 
 
 def run_parameters(uncertainties: Uncertainties, values: np.ndarray) -> RunParameters:
@@ -170,16 +205,40 @@ def run_parameters(uncertainties: Uncertainties, values: np.ndarray) -> RunParam
     return RunParameters(**fields)
 
 
+def check_values(uncertainties: Uncertainties, values: np.ndarray) -> list[str]:
+    """Sampled (or given) values of the kernel's run parameters must be finite and inside
+    their ranges (:data:`rareflow.sim.network.RUN_PARAMETER_BOUNDS`); checked before any run,
+    so that the tail of a normal distribution cannot, say, make mine output negative."""
+    errors = []
+    for k, p in enumerate(uncertainties.parameters):
+        if p.target not in RUN_PARAMETERS:
+            continue
+        column = values[:, k]
+        low, high = RUN_PARAMETER_BOUNDS[p.target]
+        bad = ~np.isfinite(column) | (column < low) | (column > high)
+        if bad.any():
+            run = int(np.flatnonzero(bad)[0])
+            errors.append(f"uncertain.parameters[{k}] ({p.label}, value {column[run]:g} in run "
+                          f"{run}): {p.target} must lie in [{low:g}, {high:g}] "
+                          f"({int(bad.sum())} of {len(column)} runs outside)")
+    return errors
+
+
 def batches(runs: int, batch_size: int) -> list[slice]:
     return [slice(i, min(i + batch_size, runs)) for i in range(0, runs, batch_size)]
 
 
 def exceedance(headline: dict[str, np.ndarray], thresholds: dict[str, list[float]]) -> dict:
-    """P(headline > threshold) over runs, for each threshold given in the scenario."""
+    """P(headline > threshold) over runs, for each threshold given in the scenario. A run
+    without a value counts as not exceeding, except for the month of an event that never
+    happened, which is later than any month (``rareflow.result.is_event_month``)."""
+    from rareflow.result import is_event_month
+
     out = {}
     for name, levels in thresholds.items():
         if name in headline:
-            values = np.nan_to_num(headline[name], nan=-np.inf)
+            never = np.inf if is_event_month(name) else -np.inf
+            values = np.nan_to_num(headline[name], nan=never, posinf=np.inf)
             out[name] = {str(level): float(np.mean(values > level)) for level in levels}
     return out
 

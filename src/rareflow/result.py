@@ -225,19 +225,71 @@ def _response_series(d: xr.Dataset, attrs: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def _bands(values: np.ndarray) -> dict[str, list[float]]:
+def _json_number(value: float) -> float | None:
+    """A number for JSON: rounded, None where not finite (JSON has no NaN)."""
+    return round(float(value), 4) if np.isfinite(value) else None
+
+
+def _bands(values: np.ndarray) -> dict[str, list[float | None]]:
     """values [R, T] -> percentiles over runs, rounded for JSON."""
     pct = np.percentile(values, PERCENTILES, axis=0)
-    return {f"p{p}": [round(float(v), 4) for v in row] for p, row in zip(PERCENTILES, pct,
-                                                                        strict=True)}
+    return {f"p{p}": [_json_number(v) for v in row] for p, row in zip(PERCENTILES, pct,
+                                                                    strict=True)}
 
 
-def _scalar_bands(values: np.ndarray) -> dict[str, float | None]:
+def is_event_month(name: str) -> bool:
+    """Whether headline ``name`` is the month an event happened, NaN where it did not happen
+    within the horizon (``first_shortfall_month``, ``trigger_fired_month.*``)."""
+    return name == "first_shortfall_month" or name.startswith("trigger_fired_month.")
+
+
+def _scalar_bands(values: np.ndarray, never_is_late: bool = False) -> dict[str, float | None]:
+    """Percentiles over runs. NaN runs are left out, except where NaN means that an event never
+    happened (``never_is_late``): those count as later than any month, and a percentile that
+    falls among them is None ("not within the horizon")."""
+    if never_is_late:
+        values = np.where(np.isnan(values), np.inf, values)
+        with np.errstate(invalid="ignore"):
+            pct = np.percentile(values, PERCENTILES, method="lower")
+        return {f"p{p}": _json_number(v) for p, v in zip(PERCENTILES, pct, strict=True)}
     finite = values[~np.isnan(values)]
     if finite.size == 0:
         return {f"p{p}": None for p in PERCENTILES}
     pct = np.percentile(finite, PERCENTILES)
     return {f"p{p}": round(float(v), 4) for p, v in zip(PERCENTILES, pct, strict=True)}
+
+
+#: Headline numbers of every run (the responses model adds :func:`headline_names`' others).
+BASE_HEADLINES = ("units_not_built_total", "value_at_risk_usd", "first_shortfall_month",
+                  "shortfall_total_t", "time_to_recover_months")
+_RESPONSE_HEADLINES = ("policy_cost_usd_total", "investment_usd_total", "recycled_t_total",
+                       "residue_t_total", "thorium_kg_total")
+_CAPACITY_STAGES = ("mining", "separation", "magnet")
+
+
+def headline_names(scenario) -> list[str]:
+    """The names :meth:`Result.headline` will give for ``scenario``, known before it runs (so
+    that a misspelt output, condition or threshold is refused before any run)."""
+    names = list(BASE_HEADLINES)
+    if scenario.responses is not None:
+        names += list(_RESPONSE_HEADLINES)
+        names += [f"{kind}_capacity_t_per_year.{stage}" for stage in _CAPACITY_STAGES
+                  for kind in ("new", "committed")]
+        names += [f"trigger_fired_month.{t.id}" for t in scenario.responses.triggers]
+    return names
+
+
+def outcome_values(headline: dict[str, np.ndarray], name: str, months: int) -> np.ndarray:
+    """Headline ``name`` as one number per run for analyses (PRIM, Sobol indices): a month an
+    event never happened in takes the horizon's length ``months`` (censored: after the last
+    month). Other NaN values raise ValueError, as no analysis can use them."""
+    values = np.asarray(headline[name], dtype=float)
+    if is_event_month(name):
+        return np.where(np.isnan(values), float(months), values)
+    if np.isnan(values).any():
+        raise ValueError(f"{name}: {int(np.isnan(values).sum())} of {len(values)} runs have no "
+                         "value")
+    return values
 
 
 class Result:
@@ -385,7 +437,7 @@ class Result:
         attrs = self.attrs
         headline = {}
         for name, values in self.headline().items():
-            bands = _scalar_bands(values)
+            bands = _scalar_bands(values, never_is_late=is_event_month(name))
             if name == "first_shortfall_month":
                 bands = {k: (None if v is None else int(round(v))) for k, v in bands.items()}
             headline[name] = bands

@@ -383,9 +383,15 @@ def check_scenario(scenario: Scenario, dataset: Dataset) -> list[str]:
             need(f"{where}.country", event.country, countries, "country code")
             need(f"{where}.item", event.item, magnets, "magnet item code")
     errors += _check_policies(scenario, dataset)
+    from rareflow.result import headline_names
     from rareflow.targets import check_targets
 
     errors += check_targets(scenario.uncertain, scenario, dataset)
+    known = headline_names(scenario)
+    for name in scenario.uncertain.thresholds:
+        if name not in known:
+            errors.append(f"uncertain.thresholds (value {name!r}): not a headline; choose one "
+                          f"of {', '.join(known)}")
     if scenario.responses is not None:
         errors += check_responses(scenario.responses, scenario, dataset)
     known_sources = set(dataset.sources["source_id"])

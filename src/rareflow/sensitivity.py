@@ -2,7 +2,9 @@
 
 The scenario's uncertain parameters are sampled with Saltelli's scheme in the unit hypercube;
 each column goes through its parameter's quantile function, so the indices refer to the
-parameters' own distributions (independent inputs: correlations are ignored here).
+parameters' own distributions (independent inputs: correlations are ignored here, and the
+answer says so). The month of an event that never happens counts as the horizon's length
+(:func:`rareflow.result.outcome_values`).
 
 References
 ----------
@@ -30,23 +32,29 @@ def sobol_indices(dataset: Dataset, scenario: Scenario, output: str, base_sample
 
     Runs ``base_samples * (d + 2)`` simulations (``base_samples`` a power of two).
     """
+    from rareflow.result import headline_names, outcome_values
+
     params = scenario.uncertain.parameters
     if not params:
         raise ScenarioError(scenario.name, ["uncertain.parameters: the scenario has no "
                                             "uncertain parameters to analyse"])
+    known = headline_names(scenario)
+    if output not in known:  # before any run
+        raise ScenarioError(scenario.name, [f"--output (value {output!r}): not a headline; "
+                                            f"choose one of {', '.join(known)}"])
     problem = {"num_vars": len(params), "names": [p.label for p in params],
                "bounds": [[0.0, 1.0]] * len(params)}
     unit = sobol_sample.sample(problem, base_samples, calc_second_order=False, seed=seed)
     values = np.column_stack([p.quantile(unit[:, k]) for k, p in enumerate(params)])
     result = simulate(dataset, scenario, runs=len(values), seed=seed, keep=False,
                       parameter_values=values, progress=progress)
-    headline = result.headline()
-    if output not in headline:
-        raise ScenarioError(scenario.name, [f"--output (value {output!r}): not a headline; "
-                                            f"choose one of {', '.join(headline)}"])
-    y = np.nan_to_num(np.asarray(headline[output], dtype=float), nan=0.0)
+    try:
+        y = outcome_values(result.headline(), output, len(scenario.months))
+    except ValueError as exc:
+        raise ScenarioError(scenario.name, [f"--output (value {output!r}): {exc}"]) from None
     si = sobol_analyze.analyze(problem, y, calc_second_order=False, seed=seed)
     return {"output": output, "runs": int(len(values)),
+            "correlation_ignored": bool(scenario.uncertain.correlation),
             "parameters": {name: {"S1": float(si["S1"][k]), "S1_conf": float(si["S1_conf"][k]),
                                   "ST": float(si["ST"][k]), "ST_conf": float(si["ST_conf"][k])}
                            for k, name in enumerate(problem["names"])}}

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rareflow import targets
-from rareflow.ensemble import batches, sample
+from rareflow.ensemble import batches, check_values, sample
 from rareflow.scenario import Scenario, ScenarioError, check_scenario
 
 SWEEP_FILE = "sweep.json"
@@ -132,9 +132,14 @@ def run_sweep(
     # submitted, not batch by batch on the workers
     dataset = load_dataset(data_path)
     errors = check_scenario(scenario, dataset)
-    if not errors and targets.structural(scenario.uncertain):
-        errors = targets.check_values(dataset, scenario, scenario.uncertain,
-                                      sample(scenario.uncertain, runs, seed)[1])
+    if not errors:
+        try:
+            sampled = sample(scenario.uncertain, runs, seed)[1]
+        except ValueError as exc:
+            raise ScenarioError(scenario.name, [str(exc)]) from None
+        errors = check_values(scenario.uncertain, sampled)
+        if not errors and targets.structural(scenario.uncertain):
+            errors = targets.check_values(dataset, scenario, scenario.uncertain, sampled)
     if errors:
         raise ScenarioError(scenario.name, errors)
     values, parts = prepare(directory, scenario, runs, seed, batch_size)

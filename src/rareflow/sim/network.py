@@ -20,6 +20,16 @@ RUN_PARAMETERS = ("price_elasticity", "switching_rate", "approval_scale", "leaka
                   "demand_scale", "mine_scale", "magnet_capacity_scale",
                   "pipeline_delay_months", "pipeline_completion", "long_run_elasticity")
 
+#: Inclusive ranges of the run parameters: shares in [0, 1], scales and delays not negative,
+#: elasticities positive (prices divide by them).
+RUN_PARAMETER_BOUNDS = {
+    "price_elasticity": (1e-3, np.inf), "switching_rate": (0.0, 1.0),
+    "approval_scale": (0.0, np.inf), "leakage": (0.0, 1.0), "demand_scale": (0.0, np.inf),
+    "mine_scale": (0.0, np.inf), "magnet_capacity_scale": (0.0, np.inf),
+    "pipeline_delay_months": (0.0, np.inf), "pipeline_completion": (0.0, 1.0),
+    "long_run_elasticity": (1e-3, np.inf),
+}
+
 
 @dataclass(frozen=True)
 class RunParameters:
