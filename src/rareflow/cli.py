@@ -382,7 +382,10 @@ def _print_summary(summary: dict) -> None:
     out.print(view)
     series = summary["series"]
     years = sorted({m[:4] for m in months})
-    table = Table(title="By year (median)")
+    # from the summary's monthly bands: with several runs these are sums of monthly medians,
+    # not the median of each run's annual total (the per-run series are not in the summary)
+    title = "By year" if summary["runs"] == 1 else "By year (sums of monthly medians)"
+    table = Table(title=title)
     for column in ("year", "China magnet exports t", "world shortfall t",
                    "NdPr oxide US$/kg CN / ex-CN", "Dy oxide US$/kg CN / ex-CN"):
         table.add_column(column, justify="right")
