@@ -50,6 +50,7 @@ def run_batch(scenario_json: str, values: np.ndarray, data_path: str | None,
     checks = result.checks()
     out["checks/balance"] = np.array([checks["mass_balance_max_rel_error"]])
     out["checks/min_stock"] = np.array([checks["min_stock_t"]])
+    out["notes"] = np.array(result.attrs.get("notes", "{}"))  # where the compiler filled gaps
     return out
 
 
@@ -233,17 +234,20 @@ def combine(directory: Path, scenario: Scenario, parts: list[slice], values: np.
     headline: dict[str, list] = {}
     names: list[str] | None = None
     balance, min_stock = 0.0, np.inf
+    notes = None
     for path in paths:
         with np.load(path) as data:
             keys = [k.replace("|", "/") for k in data.files]
             if names is None:
                 names = [k.split("/", 1)[1] for k in keys if k.startswith("series/")]
             for key in keys:
-                kind, name = key.split("/", 1)
+                kind, _, name = key.partition("/")
                 if kind == "headline":
                     headline.setdefault(name, []).append(data[key.replace("/", "|")])
             balance = max(balance, float(data["checks|balance"][0]))
             min_stock = min(min_stock, float(data["checks|min_stock"][0]))
+            if notes is None and "notes" in data.files:
+                notes = str(data["notes"])
     runs = int(parts[-1].stop)
     series = _SeriesOnDisk(paths, names or [], runs, len(scenario.months),
                            COMBINE_MEMORY if memory is None else memory)
@@ -251,7 +255,8 @@ def combine(directory: Path, scenario: Scenario, parts: list[slice], values: np.
     result = Result(None, series=series,
                     headline={k: np.concatenate(v) for k, v in headline.items()},
                     checks={"mass_balance_max_rel_error": balance, "min_stock_t": min_stock},
-                    attrs={"scenario": scenario.name, "seed": seed},
+                    attrs={"scenario": scenario.name, "seed": seed,
+                           **({"notes": notes} if notes and notes != "{}" else {})},
                     months=scenario.months, parameters=(labels, values),
                     thresholds=scenario.uncertain.thresholds)
     summary = result.summary()
