@@ -66,7 +66,8 @@ def test_bad_distribution_is_refused():
                                   "high": 1})
     for bad, rule in [({"values": []}, "at least one value"),
                       ({"values": [0.0, 0.1], "weights": [0, 0]}, "positive sum"),
-                      ({"values": [0.0, 0.1], "weights": [-1, 2]}, "must be >= 0")]:
+                      ({"values": [0.0, 0.1], "weights": [-1, 2]}, "finite, >= 0"),
+                      ({"values": [0.0, 0.1], "weights": [float("nan"), 1]}, "finite, >= 0")]:
         with pytest.raises(ValueError, match=rule):
             Uncertain.model_validate({"target": "leakage", "dist": "choice", **bad})
 
@@ -117,10 +118,31 @@ def test_run_parameters_outside_their_ranges_stop_the_ensemble_before_it_runs():
         {"target": "mine_scale", "dist": "normal", "mean": 1.0, "sd": 0.6}])
     ticks = []
     with pytest.raises(ScenarioError, match=r"uncertain.parameters\[0\] \(mine_scale, value "
-                                            r"-[0-9.]+ in run [0-9]+\): mine_scale must lie in "
+                                            r"-[0-9.]+\) in run [0-9]+: mine_scale must lie in "
                                             r"\[0, inf\]"):
         simulate(DATASET, sc, runs=64, seed=1, progress=lambda d, t: ticks.append(d))
     assert ticks == []
+
+
+def test_the_median_of_a_choice_is_its_lower_weighted_median():
+    def median(values, weights=None):
+        return Uncertain.model_validate({"target": "leakage", "dist": "choice",
+                                         "values": values, "weights": weights}).median()
+
+    assert median([0.0, 0.02, 0.05], [0.5, 0.3, 0.2]) == 0.0  # half the weight at 0
+    assert median([0.0, 0.02, 0.05], [0.4, 0.3, 0.3]) == 0.02
+    assert median([1.0, 2.0]) == 1.0
+    assert median([0.3, 0.1, 0.2]) == 0.2  # by value, not by listed order
+
+
+def test_two_parameters_on_one_target_are_checked_together():
+    sc = _short(sampling="mc", parameters=[
+        {"target": "price_elasticity", "dist": "uniform", "low": 0.02, "high": 0.03},
+        {"target": "price_elasticity", "name": "elasticity_scale", "dist": "uniform",
+         "low": 0.02, "high": 0.03}])
+    with pytest.raises(ScenarioError, match=r"elasticity_scale, value [0-9.]+\) in run 0; "
+                                            r"together [0-9.e-]+: price_elasticity must lie"):
+        simulate(DATASET, sc, runs=4, seed=1)
 
 
 def test_one_run_is_the_scenario_at_its_medians():
@@ -129,7 +151,19 @@ def test_one_run_is_the_scenario_at_its_medians():
         {"target": "leakage", "dist": "choice", "values": [0.0, 0.1], "weights": [0.3, 0.7]}])
     labels, values = simulate(DATASET, sc, runs=1, seed=7).parameters
     median = stats.triang(0.2, loc=0.8, scale=0.5).ppf(0.5)
-    assert values.tolist() == [[pytest.approx(median), 0.1]]
+    assert values.tolist() == [[pytest.approx(median), 0.1]]  # leakage: 70% of the weight
+
+
+def test_headline_names_follow_the_responses_switch():
+    from rareflow import load_scenario
+    from rareflow.result import headline_names
+
+    sc = load_scenario("allied-buildout-2030")
+    assert "investment_usd_total" in headline_names(sc)
+    off = sc.model_copy(update={"responses": sc.responses.model_copy(update={"enabled": False})})
+    assert headline_names(off) == list(headline_names(load_scenario("baseline")))
+    short = off.model_copy(update={"end": "2024-03"})
+    assert sorted(simulate(DATASET, short).headline()) == sorted(headline_names(off))
 
 
 def test_thresholds_must_name_a_headline():
@@ -234,7 +268,21 @@ def test_prim_with_noise_keeps_coverage_and_restricts_what_matters():
         prim(x, np.zeros(500, dtype=bool))
 
 
+def test_prim_reports_the_densest_box_when_none_reaches_the_threshold():
+    # runs of interest: x0 > 0.6 in half the runs, noise elsewhere; no box reaches density
+    # 0.8, so the densest box on the trajectory is reported (not the whole sample)
+    rng = np.random.default_rng(1)
+    x = rng.random((1000, 3))
+    y = np.where(rng.random(1000) < 0.5, x[:, 0] > 0.6, rng.random(1000) < 0.2)
+    box = prim(x, y)
+    assert len(box["trajectory"]) > 5 and box["index"] > 0
+    assert box["density"] == max(t["density"] for t in box["trajectory"]) < 0.8
+    assert box["restricted"][0] and box["low"][0] == pytest.approx(0.6, abs=0.05)
+
+
 def test_parse_where():
+    assert parse_where("trigger_fired_month.china-answers-affiliates-rule < 24") == (
+        "trigger_fired_month.china-answers-affiliates-rule", "<", 24.0)
     assert parse_where("units_not_built_total >= 1e6") == ("units_not_built_total", ">=", 1e6)
     for bad in ("units are many", "x > 1e", "x > nan"):
         with pytest.raises(ValueError, match="NAME > NUMBER"):

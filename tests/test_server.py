@@ -89,6 +89,17 @@ def test_run_lifecycle_and_artifacts(client):
     assert client.get(f"/api/compare?a={run['id']}&b={run['id']}").status_code == 200
 
 
+def test_runs_that_would_fail_are_refused_not_queued(client):
+    # sampled values outside a run parameter's range (mine output cannot be negative)
+    body = {"name": "tails", "end": "2024-06", "uncertain": {"sampling": "mc", "parameters": [
+        {"target": "mine_scale", "dist": "normal", "mean": 1.0, "sd": 0.6}]}}
+    assert client.post("/api/scenarios", json=body).status_code in (200, 201)
+    res = client.post("/api/runs", json={"scenario": "tails", "runs": 40})
+    assert res.status_code == 422
+    assert "mine_scale must lie in [0, inf]" in res.json()["detail"]["errors"][0]
+    assert client.get("/api/runs").json() == []  # nothing queued
+
+
 def test_limits(client):
     assert client.post("/api/runs", json={"scenario": "baseline", "runs": 51}).status_code == 422
     assert client.post("/api/runs", json={"scenario": "nope"}).status_code == 404

@@ -12,7 +12,7 @@ from rareflow import targets
 from rareflow.compile import compile_scenario, resolve_rules
 from rareflow.compile_responses import ResponseDataError, compile_responses
 from rareflow.data import Dataset
-from rareflow.ensemble import check_values, sample
+from rareflow.ensemble import check_values, design
 from rareflow.policy.check import ItemInfo, Shipment, check_shipment
 from rareflow.policy.rules import rules_from_table
 from rareflow.result import Result, to_dataset
@@ -62,10 +62,11 @@ def simulate(
         From :func:`rareflow.load_scenario`; its ``uncertain`` block says which parameters vary
         from run to run and how they are sampled.
     runs : int
-        Ensemble size; the run axis leads every array.
+        Ensemble size; the run axis leads every array. One run takes each uncertain parameter
+        at its median (the scenario as written); more runs are sampled.
     seed : int
-        Seed of the parameter sampling; identical seeds give identical results, whatever the
-        batch size.
+        Seed of the parameter sampling (0 or more; not used by one run); identical seeds give
+        identical results, whatever the batch size.
     progress : callable(done, total), optional
         Called after each simulated month of each batch.
     detail : bool
@@ -103,36 +104,12 @@ def simulate(
     errors = check_scenario(scenario, dataset)
     if errors:
         raise ScenarioError(scenario.name, errors)
-    if runs < 1:
-        raise ScenarioError(scenario.name, [f"runs (value {runs}): must be at least 1"])
-    if seed < 0:
-        raise ScenarioError(scenario.name, [f"seed (value {seed}): must be 0 or more"])
     if batch_size < 1:
         raise ScenarioError(scenario.name, [f"batch_size (value {batch_size}): must be 1 or "
                                             "more"])
     keep = runs <= KEEP_RUNS if keep is None else keep
     per_run = None
-    uncertain = scenario.uncertain
-    d = len(uncertain.parameters)
-    if parameter_values is not None:
-        values = np.asarray(parameter_values, dtype=float)
-        if values.size != runs * d:
-            raise ScenarioError(scenario.name, [
-                f"parameter_values (shape {values.shape}): needs {runs} runs x {d} uncertain "
-                "parameters"])
-        values = values.reshape(runs, d)
-    elif runs == 1:
-        # one run is the scenario as written: each uncertain parameter at its median
-        values = np.array([[p.quantile(np.array([0.5]))[0] for p in uncertain.parameters]])
-    else:
-        try:
-            values = sample(uncertain, runs, seed)[1]
-        except ValueError as exc:
-            raise ScenarioError(scenario.name, [str(exc)]) from None
-    # every value is checked before any run
-    errors = check_values(uncertain, values)
-    if not errors and targets.structural(uncertain):
-        errors = targets.check_values(dataset, scenario, uncertain, values)
+    errors, values = run_design(dataset, scenario, runs, seed, parameter_values)
     if errors:
         raise ScenarioError(scenario.name, errors)
     parameter_values = values
@@ -200,6 +177,37 @@ def simulate(
     return Result(data, series=series, headline=headline, checks=checks, attrs=attrs,
                   months=list(network.months), parameters=(labels, values),
                   thresholds=scenario.uncertain.thresholds)
+
+
+def run_design(dataset: Dataset, scenario: Scenario, runs: int, seed: int,
+               parameter_values: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
+    """Every run's uncertain parameter values and the problems that stop the runs before any
+    starts: (errors as 'field (value): rule' lines, values [runs, d]). One run is the scenario
+    as written (each parameter's median); ensembles are sampled from ``seed``; given values
+    must have the shape [runs, d]. Values are checked against the run parameters' ranges and
+    the dataset cells' and scenario fields' rules (:mod:`rareflow.targets`)."""
+    uncertain = scenario.uncertain
+    d = len(uncertain.parameters)
+    if runs < 1:
+        return [f"runs (value {runs}): must be at least 1"], np.zeros((0, d))
+    if seed < 0:
+        return [f"seed (value {seed}): must be 0 or more"], np.zeros((0, d))
+    if parameter_values is not None:
+        values = np.asarray(parameter_values, dtype=float)
+        if values.ndim == 1 and (d == 1 or runs == 1) and values.size == runs * d:
+            values = values.reshape(runs, d)
+        if values.shape != (runs, d):
+            return [f"parameter_values (shape {values.shape}): needs ({runs}, {d}), runs x "
+                    "uncertain parameters"], np.zeros((0, d))
+    else:
+        try:
+            values = design(uncertain, runs, seed)
+        except ValueError as exc:
+            return [str(exc)], np.zeros((0, d))
+    errors = check_values(uncertain, values)
+    if not errors and targets.structural(uncertain):
+        errors = targets.check_values(dataset, scenario, uncertain, values)
+    return errors, values
 
 
 def _batch(context: tuple, params, n: int, values: np.ndarray,

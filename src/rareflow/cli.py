@@ -272,7 +272,7 @@ REPORT_MAX_RUNS = 1000
 def run(
     scenario: Annotated[str, typer.Argument(help="Built-in scenario name or a YAML file.")],
     runs: Annotated[int, typer.Option(min=1, max=1_000_000, help="Ensemble size.")] = 1,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
     start: Annotated[str | None, typer.Option(help="First month, YYYY-MM.")] = None,
     end: Annotated[str | None, typer.Option(help="Last month, YYYY-MM.")] = None,
     out_dir: Annotated[
@@ -558,7 +558,7 @@ def exposure_command(
     bom: Annotated[Path, typer.Argument(help="Bill of materials (YAML or CSV), see examples/bom.")],
     scenario: Annotated[str, typer.Option(help="Scenario to play.")] = "history-2025",
     runs: Annotated[int, typer.Option(min=1, max=1000, help="Ensemble size.")] = 1,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
     out_dir: Annotated[
         Path | None,
         typer.Option("--out", help="Write the scenario run, exposure.json and report.html here."),
@@ -621,7 +621,7 @@ def sensitivity_command(
     scenario: Annotated[str, typer.Argument(help="Scenario with an 'uncertain' block.")],
     output: Annotated[str, typer.Option(help="Headline to explain.")] = "shortfall_total_t",
     samples: Annotated[int, typer.Option(help="Saltelli base samples (a power of two).")] = 64,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
     data: DataDir = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -659,7 +659,7 @@ def discover_command(
         str, typer.Option(help="Outcome of interest, e.g. 'shortfall_total_t > 5000'.")
     ],
     runs: Annotated[int, typer.Option(min=10, max=100_000, help="Ensemble size.")] = 500,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
     data: DataDir = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -708,7 +708,8 @@ def discover_command(
         return
     out.print(f"{share}. Box: coverage {answer['coverage']:.0%}, density "
               f"{answer['density']:.0%}, support {answer['support']:.0%} (box "
-              f"{answer['chosen']} of {len(answer['trajectory'])} on the peeling trajectory)",
+              f"{answer['chosen'] + 1} of {len(answer['trajectory'])} on the peeling "
+              "trajectory)",
               highlight=False)
     view = Table(title="Restricted parameters of the box (others span their sampled range)")
     for column in ("parameter", "low", "high"):
@@ -726,7 +727,7 @@ def sweep_command(
     out_dir: Annotated[Path, typer.Option("--out", help="Sweep directory (resumable).")] = Path(
         "runs/sweep"),
     batch_size: Annotated[int, typer.Option(min=1, help="Runs per batch (one Dask task).")] = 64,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
     scheduler: Annotated[
         str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786 (default: "
                                       "a local cluster).")

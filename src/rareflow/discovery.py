@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
-_WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|>|<)\s*(\S+)\s*$")
+_WHERE = re.compile(r"^\s*([A-Za-z_][\w.-]*)\s*(>=|<=|>|<)\s*(\S+)\s*$")
 
 
 def parse_where(text: str) -> tuple[str, str, float]:
@@ -80,7 +80,10 @@ def prim(x: np.ndarray, y: np.ndarray, labels: list[str] | None = None,
             warnings.simplefilter("ignore")  # optional EMA extras (ipyparallel) missing
             from ema_workbench.analysis import prim as ema_prim
 
-            box = ema_prim.Prim(frame, y.astype(int), threshold=threshold,
+            # EMA swaps a final box below its threshold for the whole sample; the choice among
+            # the trajectory's boxes is made below, so its threshold is only what marks a run
+            # of interest here (y = 1 >= 1e-9)
+            box = ema_prim.Prim(frame, y.astype(int), threshold=1e-9,
                                 peel_alpha=peel_alpha, paste_alpha=paste_alpha,
                                 mass_min=mass_min).find_box()
     finally:

@@ -78,13 +78,27 @@ class Uncertain(BaseModel):
                              f"({len(self.values or [])} values)")
         if self.dist == "choice" and not self.values:
             raise ValueError("values (value []): a choice needs at least one value")
-        if self.weights is not None and (min(self.weights) < 0 or sum(self.weights) <= 0):
-            raise ValueError(f"weights (value {self.weights}): must be >= 0 with a positive sum")
+        if self.weights is not None and (
+                not all(math.isfinite(w) and w >= 0 for w in self.weights)
+                or sum(self.weights) <= 0):
+            raise ValueError(f"weights (value {self.weights}): must be finite, >= 0 and have "
+                             "a positive sum")
         return self
 
     @property
     def label(self) -> str:
         return self.name or self.target
+
+    def median(self) -> float:
+        """The value half the draws fall below: the scenario as written, for a single run (a
+        ``choice`` takes the lower weighted median of its values in order)."""
+        if self.dist != "choice":
+            return float(self.quantile(np.array([0.5]))[0])
+        order = np.argsort(self.values, kind="stable")
+        weights = np.array(self.weights or [1.0] * len(self.values), dtype=float)[order]
+        cumulative = np.cumsum(weights) / weights.sum()
+        return float(np.array(self.values, dtype=float)[order][
+            np.searchsorted(cumulative, 0.5 - 1e-12)])
 
     def quantile(self, u: np.ndarray) -> np.ndarray:
         """Map uniform draws in (0, 1) to this distribution."""
@@ -153,6 +167,14 @@ class Uncertainties(BaseModel):
         return self
 
 
+def design(uncertainties: Uncertainties, runs: int, seed: int) -> np.ndarray:
+    """Every run's parameter values [runs, d]: one run is the scenario as written (each
+    parameter at its median); more runs are sampled (:func:`sample`)."""
+    if runs == 1:
+        return np.array([[p.median() for p in uncertainties.parameters]]).reshape(1, -1)
+    return sample(uncertainties, runs, seed)[1]
+
+
 def sample(uncertainties: Uncertainties, runs: int, seed: int) -> tuple[list[str], np.ndarray]:
     """Parameter values [runs, d] for all runs, reproducible from ``seed``."""
     params = uncertainties.parameters
@@ -210,17 +232,22 @@ def check_values(uncertainties: Uncertainties, values: np.ndarray) -> list[str]:
     their ranges (:data:`rareflow.sim.network.RUN_PARAMETER_BOUNDS`); checked before any run,
     so that the tail of a normal distribution cannot, say, make mine output negative."""
     errors = []
-    for k, p in enumerate(uncertainties.parameters):
-        if p.target not in RUN_PARAMETERS:
+    combined = run_parameters(uncertainties, values)  # two parameters on one target multiply
+    for target in RUN_PARAMETERS:
+        column = getattr(combined, target)
+        if column is None:
             continue
-        column = values[:, k]
-        low, high = RUN_PARAMETER_BOUNDS[p.target]
+        ks = [k for k, p in enumerate(uncertainties.parameters) if p.target == target]
+        low, high = RUN_PARAMETER_BOUNDS[target]
         bad = ~np.isfinite(column) | (column < low) | (column > high)
         if bad.any():
             run = int(np.flatnonzero(bad)[0])
-            errors.append(f"uncertain.parameters[{k}] ({p.label}, value {column[run]:g} in run "
-                          f"{run}): {p.target} must lie in [{low:g}, {high:g}] "
-                          f"({int(bad.sum())} of {len(column)} runs outside)")
+            named = ", ".join(f"uncertain.parameters[{k}] ({uncertainties.parameters[k].label}"
+                              f", value {values[run, k]:g})" for k in ks)
+            product = f"; together {column[run]:g}" if len(ks) > 1 else ""
+            errors.append(f"{named} in run {run}{product}: {target} must lie in "
+                          f"[{low:g}, {high:g}] ({int(bad.sum())} of {len(column)} runs "
+                          "outside)")
     return errors
 
 

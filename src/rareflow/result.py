@@ -271,7 +271,7 @@ def headline_names(scenario) -> list[str]:
     """The names :meth:`Result.headline` will give for ``scenario``, known before it runs (so
     that a misspelt output, condition or threshold is refused before any run)."""
     names = list(BASE_HEADLINES)
-    if scenario.responses is not None:
+    if scenario.responses is not None and scenario.responses.enabled:
         names += list(_RESPONSE_HEADLINES)
         names += [f"{kind}_capacity_t_per_year.{stage}" for stage in _CAPACITY_STAGES
                   for kind in ("new", "committed")]

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rareflow import targets
-from rareflow.ensemble import batches, check_values, sample
+from rareflow.ensemble import batches, design
 from rareflow.scenario import Scenario, ScenarioError, check_scenario
 
 SWEEP_FILE = "sweep.json"
@@ -82,7 +81,7 @@ def prepare(directory: Path, scenario: Scenario, runs: int, seed: int,
     if values_path.is_file():
         values = np.load(values_path)
     else:
-        _, values = sample(scenario.uncertain, runs, seed)
+        values = design(scenario.uncertain, runs, seed)
         tmp = directory / ".parameters.tmp.npy"
         np.save(tmp, values)
         os.replace(tmp, values_path)
@@ -131,16 +130,14 @@ def run_sweep(
     directory = Path(directory)
     # the scenario and its sampled values are checked here, before anything is written or
     # submitted, not batch by batch on the workers
+    from rareflow.api import run_design
+
     dataset = load_dataset(data_path)
     errors = check_scenario(scenario, dataset)
-    if not errors:
-        try:
-            sampled = sample(scenario.uncertain, runs, seed)[1]
-        except ValueError as exc:
-            raise ScenarioError(scenario.name, [str(exc)]) from None
-        errors = check_values(scenario.uncertain, sampled)
-        if not errors and targets.structural(scenario.uncertain):
-            errors = targets.check_values(dataset, scenario, scenario.uncertain, sampled)
+    if not errors:  # the values a resumed sweep will use: those it stored
+        stored = directory / "parameters.npy"
+        errors = run_design(dataset, scenario, runs, seed,
+                            np.load(stored) if stored.is_file() else None)[0]
     if errors:
         raise ScenarioError(scenario.name, errors)
     values, parts = prepare(directory, scenario, runs, seed, batch_size)

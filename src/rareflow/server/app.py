@@ -26,7 +26,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from rareflow import __version__
-from rareflow.api import check, response_errors, simulate
+from rareflow.api import check, response_errors, run_design, simulate
 from rareflow.data import TABLE_ORDER, Dataset, load_dataset, table_records
 from rareflow.error_lines import validation_lines
 from rareflow.report.compare import deltas
@@ -281,6 +281,9 @@ def create_app(store_dir: str | Path, token: str | None = None, max_runs: int = 
             raise HTTPException(429, f"{max_active} runs are already queued or running; try "
                                      "again when one finishes")
         sc, _ = resolve(request.scenario)
+        errors = run_design(dataset, sc, request.runs, request.seed)[0]
+        if errors:  # a run that would fail is refused here, not queued
+            raise HTTPException(422, {"errors": errors})
         run_id = store.create_run(sc.name, json.loads(sc.model_dump_json()), request.runs,
                                   request.seed)
         jobs.submit(run_id, sc, request.runs, request.seed)
