@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -145,13 +146,35 @@ def test_two_parameters_on_one_target_are_checked_together():
         simulate(DATASET, sc, runs=4, seed=1)
 
 
-def test_one_run_is_the_scenario_at_its_medians():
+def test_one_run_is_the_scenario_at_its_medians(tmp_path):
+    # equal weights on two values: the lower weighted median is 0.0 (the draw at u = 0.5
+    # would give 0.1)
     sc = _short(parameters=[
         {"target": "demand_scale", "dist": "triangular", "low": 0.8, "mode": 0.9, "high": 1.3},
-        {"target": "leakage", "dist": "choice", "values": [0.0, 0.1], "weights": [0.3, 0.7]}])
+        {"target": "leakage", "dist": "choice", "values": [0.0, 0.1]}])
     labels, values = simulate(DATASET, sc, runs=1, seed=7).parameters
     median = stats.triang(0.2, loc=0.8, scale=0.5).ppf(0.5)
-    assert values.tolist() == [[pytest.approx(median), 0.1]]  # leakage: 70% of the weight
+    assert values.tolist() == [[pytest.approx(median), 0.0]]
+    from rareflow.sweep import prepare
+
+    stored, _ = prepare(tmp_path / "sweep", sc, 1, 7, 1)  # a one-run sweep alike
+    assert stored.tolist() == values.tolist()
+
+
+def test_run_design_refuses_before_any_run():
+    from rareflow.api import run_design
+
+    sc = _short(parameters=[{"target": "demand_scale", "dist": "uniform", "low": 0.9,
+                             "high": 1.1}])
+    for kwargs, rule in [({"runs": 0}, r"runs \(value 0\): must be at least 1"),
+                         ({"seed": -1}, r"seed \(value -1\): must be 0 or more"),
+                         ({"parameter_values": np.ones((1, 3))},
+                          r"parameter_values \(shape \(1, 3\)\): needs \(3, 1\)")]:
+        args = {"runs": 3, "seed": 0, **kwargs}
+        errors, _ = run_design(DATASET, sc, args.pop("runs"), args.pop("seed"), **args)
+        assert len(errors) == 1 and re.search(rule, errors[0]), errors
+    res = CliRunner().invoke(app, ["run", "baseline", "--seed", "-1"])
+    assert res.exit_code == 2 and "--seed" in res.output
 
 
 def test_headline_names_follow_the_responses_switch():
@@ -414,6 +437,16 @@ def test_sweep_resume_removes_half_written_batches(tmp_path):
     summary = run_sweep(out, SC, runs=2, seed=5, batch_size=2)
     assert not leftover.exists()
     assert summary is not None and summary["runs"] == 2
+
+
+def test_a_resumed_sweep_must_be_the_same_sweep(tmp_path):
+    # a changed sweep is named as such, before its stored values are checked against it
+    from rareflow.sweep import prepare, run_sweep
+
+    out = tmp_path / "sweep"
+    prepare(out, SC, 4, 5, 2)
+    with pytest.raises(ValueError, match=r"holds a different sweep \(runs: was 4, now 8\)"):
+        run_sweep(out, SC, runs=8, seed=5, batch_size=2)
 
 
 def test_sweep_combines_series_a_few_at_a_time(tmp_path):

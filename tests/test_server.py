@@ -97,6 +97,11 @@ def test_runs_that_would_fail_are_refused_not_queued(client):
     res = client.post("/api/runs", json={"scenario": "tails", "runs": 40})
     assert res.status_code == 422
     assert "mine_scale must lie in [0, inf]" in res.json()["detail"]["errors"][0]
+    sobol = {"name": "sobol3", "end": "2024-06", "uncertain": {"sampling": "sobol", "parameters": [
+        {"target": "demand_scale", "dist": "uniform", "low": 0.9, "high": 1.1}]}}
+    assert client.post("/api/scenarios", json=sobol).status_code in (200, 201)
+    res = client.post("/api/runs", json={"scenario": "sobol3", "runs": 3})
+    assert res.status_code == 422 and "power of two" in res.json()["detail"]["errors"][0]
     assert client.get("/api/runs").json() == []  # nothing queued
 
 

@@ -299,3 +299,19 @@ def test_series_names_do_not_depend_on_the_runs():
     countries = res.data["country"].values
     for stage in ("mining", "separation", "magnet"):
         assert {f"capacity_t.{stage}.{c}" for c in countries} <= set(res.series())
+
+
+def test_exposure_runs_with_an_uncertain_field_of_a_removed_event():
+    # exposure compares with the scenario without its events; an uncertain field inside an
+    # event goes with them there, instead of failing that comparison run
+    from pathlib import Path
+
+    from rareflow.exposure import analyse, load_bom
+
+    sc = _outage([{"target": "scenario:events.0.fraction", "dist": "uniform", "low": 0.5,
+                   "high": 1.0},
+                  {"target": "demand_scale", "dist": "uniform", "low": 0.95, "high": 1.05}])
+    sc = sc.model_copy(update={"end": "2025-12"})
+    bom = load_bom(Path(__file__).parents[1] / "examples" / "bom" / "ev-maker.yaml", DATASET)
+    answer = analyse(bom, DATASET, sc, runs=2, seed=1)
+    assert answer["products"][0]["product"] == "Compact EV"

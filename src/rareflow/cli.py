@@ -733,7 +733,8 @@ def sweep_command(
                                       "a local cluster).")
     ] = None,
     max_batches: Annotated[
-        int | None, typer.Option(help="Stop after this many new batches (resume later).")
+        int | None, typer.Option(min=0, help="Stop after this many new batches (resume "
+                                             "later).")
     ] = None,
     data: DataDir = None,
     as_json: JsonFlag = False,

@@ -342,15 +342,26 @@ def _bands(values: np.ndarray) -> dict:
 def _reference_run(dataset: Dataset, scenario: Scenario, result):
     """The scenario without its events, export controls and triggers, run for run with the same
     sampled parameters: the volumes each route would usually carry."""
+    from rareflow import targets
     from rareflow.scenario import Policies
 
     update = {"events": [], "policies": Policies()}
     if scenario.responses is not None:
         update["responses"] = scenario.responses.model_copy(update={"triggers": []})
-    undisrupted = scenario.model_copy(update=update)
+    # uncertain fields inside what is removed go too (their values do not matter here), and so
+    # do thresholds (the reference run reports no exceedance)
     labels, values = result.parameters
+    kept = [k for k, p in enumerate(scenario.uncertain.parameters)
+            if not (isinstance(t := targets.parse(p.target), targets.ScenarioField)
+                    and t.path[0] in ("events", "policies", "responses"))]
+    update["uncertain"] = scenario.uncertain.model_copy(update={
+        "parameters": [scenario.uncertain.parameters[k] for k in kept], "thresholds": {},
+        "correlation": [c for c in scenario.uncertain.correlation
+                        if {c[0], c[1]} <= {scenario.uncertain.parameters[k].label
+                                            for k in kept}]})
+    undisrupted = scenario.model_copy(update=update)
     return simulate(dataset, undisrupted, runs=result.runs, detail=True, keep=True,
-                    parameter_values=values if labels else None)
+                    parameter_values=values[:, kept] if kept else None)
 
 
 def analyse(bom: Bom, dataset: Dataset, scenario: Scenario, runs: int = 1,

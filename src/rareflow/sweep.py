@@ -60,23 +60,35 @@ def _save(path: Path, arrays: dict) -> None:
     os.replace(tmp, path)
 
 
+def _spec(scenario: Scenario, runs: int, seed: int, batch_size: int) -> dict:
+    return {"scenario": json.loads(scenario.model_dump_json()), "runs": runs, "seed": seed,
+            "batch_size": batch_size}
+
+
+def check_same_sweep(directory: Path, scenario: Scenario, runs: int, seed: int,
+                     batch_size: int) -> None:
+    """A directory that holds a sweep must hold this one (ValueError naming what differs)."""
+    spec_path = directory / SWEEP_FILE
+    if not spec_path.is_file():
+        return
+    spec = _spec(scenario, runs, seed, batch_size)
+    existing = json.loads(spec_path.read_text())
+    if existing != spec:
+        differ = [k for k in spec if existing.get(k) != spec[k]]
+        shown = "; ".join(f"{k}: was {existing.get(k)!r}, now {spec[k]!r}"
+                          if k != "scenario" else "scenario: changed" for k in differ)
+        raise ValueError(f"{directory} holds a different sweep ({shown}); use another "
+                         "--out or delete it")
+
+
 def prepare(directory: Path, scenario: Scenario, runs: int, seed: int,
             batch_size: int) -> tuple[np.ndarray, list[slice]]:
     """Create or check the sweep directory; return every run's parameters and the batches."""
+    check_same_sweep(directory, scenario, runs, seed, batch_size)
     directory.mkdir(parents=True, exist_ok=True)
-    spec = {"scenario": json.loads(scenario.model_dump_json()), "runs": runs, "seed": seed,
-            "batch_size": batch_size}
     spec_path = directory / SWEEP_FILE
-    if spec_path.is_file():
-        existing = json.loads(spec_path.read_text())
-        if existing != spec:
-            differ = [k for k in spec if existing.get(k) != spec[k]]
-            shown = "; ".join(f"{k}: was {existing.get(k)!r}, now {spec[k]!r}"
-                              if k != "scenario" else "scenario: changed" for k in differ)
-            raise ValueError(f"{directory} holds a different sweep ({shown}); use another "
-                             "--out or delete it")
-    else:
-        spec_path.write_text(json.dumps(spec))
+    if not spec_path.is_file():
+        spec_path.write_text(json.dumps(_spec(scenario, runs, seed, batch_size)))
     values_path = directory / "parameters.npy"
     if values_path.is_file():
         values = np.load(values_path)
@@ -133,6 +145,7 @@ def run_sweep(
     from rareflow.api import run_design
 
     dataset = load_dataset(data_path)
+    check_same_sweep(directory, scenario, runs, seed, batch_size)
     errors = check_scenario(scenario, dataset)
     if not errors:  # the values a resumed sweep will use: those it stored
         stored = directory / "parameters.npy"
