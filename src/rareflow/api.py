@@ -12,7 +12,7 @@ from rareflow import targets
 from rareflow.compile import compile_scenario, resolve_rules
 from rareflow.compile_responses import ResponseDataError, compile_responses
 from rareflow.data import Dataset
-from rareflow.ensemble import check_values, design
+from rareflow.ensemble import check_values, design, place
 from rareflow.policy.check import ItemInfo, Shipment, check_shipment
 from rareflow.policy.rules import rules_from_table
 from rareflow.result import Result, to_dataset
@@ -231,12 +231,8 @@ def _batch(context: tuple, params, n: int, values: np.ndarray,
         tick = (None if progress is None
                 else lambda d, _t, done=done, m=m: progress(done + d * m))
         s, h, data = _summarised(net, ctl, resp, params.take(runs_in_group), m, tick, context)
-        for store, new in ((series, s), (headline, h)):
-            for k, v in new.items():
-                v = np.asarray(v, dtype=np.float64)
-                if k not in store:
-                    store[k] = np.full((n, *v.shape[1:]), np.nan)
-                store[k][runs_in_group] = v
+        place(series, s, runs_in_group, n)
+        place(headline, h, runs_in_group, n)
         if keep:
             kept.append(data.assign_coords(run=runs_in_group))
         done += m * len(net.months)

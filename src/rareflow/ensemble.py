@@ -270,6 +270,17 @@ def exceedance(headline: dict[str, np.ndarray], thresholds: dict[str, list[float
     return out
 
 
+def place(store: dict[str, np.ndarray], new: dict, where, runs: int) -> None:
+    """Write some runs' arrays (``new``, a batch's or a group's) at ``where`` in arrays for all
+    ``runs``, allocated from the first shapes seen (NaN until written), so that memory holds
+    each array once, not once in pieces and again concatenated."""
+    for k, v in new.items():
+        v = np.asarray(v, dtype=np.float64)
+        if k not in store:
+            store[k] = np.full((runs, *v.shape[1:]), np.nan)
+        store[k][where] = v
+
+
 def evaluate(
     simulate_batch: Callable[[RunParameters, int, np.ndarray], tuple[dict, dict, object]],
     uncertainties: Uncertainties,
@@ -295,8 +306,6 @@ def evaluate(
         labels = [p.label for p in uncertainties.parameters]
         values = np.asarray(values, dtype=float).reshape(runs, len(labels))
     params = run_parameters(uncertainties, values)
-    # Results go straight into arrays for all runs (allocated from the first batch's shapes),
-    # so peak memory holds them once, not once in pieces and again concatenated.
     series: dict[str, np.ndarray] = {}
     headline: dict[str, np.ndarray] = {}
     kept = []
@@ -308,12 +317,8 @@ def evaluate(
     else:
         outcomes = map_batches(simulate_batch, jobs)
     for part, (s, h, data) in zip(parts, outcomes, strict=True):
-        for store, new in ((series, s), (headline, h)):
-            for k, v in new.items():
-                v = np.asarray(v, dtype=np.float64)
-                if k not in store:
-                    store[k] = np.full((runs, *v.shape[1:]), np.nan)
-                store[k][part] = v
+        place(series, s, part, runs)
+        place(headline, h, part, runs)
         if data is not None:
             kept.append(data)
         done = part.stop
