@@ -193,8 +193,8 @@ def sample(uncertainties: Uncertainties, runs: int, seed: int) -> tuple[list[str
         u = np.random.default_rng(seed).random((runs, d))
     if uncertainties.correlation:
         # Gaussian copula, imposed by reordering (Iman and Conover 1982): each column keeps its
-        # own draws, so Latin hypercube strata and Sobol balance survive, and takes the ranks
-        # of correlated normal scores
+        # own draws, so its Latin hypercube strata (or one-dimensional Sobol balance) survive,
+        # and takes the ranks of correlated normal scores
         corr = _copula_matrix(uncertainties)
         z = stats.norm.ppf(np.clip(u, 1e-12, 1 - 1e-12)) @ np.linalg.cholesky(corr).T
         ranks = np.argsort(np.argsort(z, axis=0), axis=0)

@@ -2,21 +2,21 @@
 
 The kernel varies its run parameters (:data:`rareflow.sim.network.RUN_PARAMETERS`) along the run
 axis in one pass. A dataset value (a facility's capacity or start year, an inventory's weeks of
-cover) or a scenario field (an event's magnitude, an override's capacity) changes the compiled
-network itself, so a run that differs in one is compiled on its own, and runs that share every
-such value share one compile. Syntax of ``uncertain.parameters[].target``:
+cover) or a scenario field (the share of a plant an outage stops, an override's capacity)
+changes the compiled network itself, so a run that differs in one is compiled on its own, and
+runs that share every such value share one compile. Syntax of ``uncertain.parameters[].target``:
 
 ``dataset:TABLE.COLUMN[KEY=VALUE,...]``
     The numeric ``COLUMN`` of the rows of ``TABLE`` whose ``KEY`` columns equal ``VALUE`` (every
-    row without a selector), e.g. ``dataset:facilities.start_year[facility_id=lynas_texas]``.
+    row without a selector), e.g. ``dataset:facilities.start_year[facility_id=vulcan_benson]``.
 ``scenario:PATH``
     A number in the scenario, by dotted path with list positions, e.g.
-    ``scenario:events.0.magnitude``.
+    ``scenario:events.0.fraction``.
 
 ``how: set`` (the default) puts the sampled value in place; ``how: scale`` multiplies the
 value there. Integer columns and fields take the nearest integer (halves round up). Values are
-checked against
-the table's schema bounds (``data/schema``) and the scenario's own validation before any run.
+checked against the table's schema bounds (``data/schema``), the scenario model's validation
+and :func:`rareflow.scenario.check_scenario` before any run (docs/ensembles.md).
 """
 
 from __future__ import annotations
