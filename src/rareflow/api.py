@@ -12,7 +12,7 @@ from rareflow import targets
 from rareflow.compile import compile_scenario, resolve_rules
 from rareflow.compile_responses import ResponseDataError, compile_responses
 from rareflow.data import Dataset
-from rareflow.ensemble import check_values, design, place
+from rareflow.ensemble import check_run_values, design, place
 from rareflow.policy.check import ItemInfo, Shipment, check_shipment
 from rareflow.policy.rules import rules_from_table
 from rareflow.result import Result, to_dataset
@@ -204,7 +204,7 @@ def run_design(dataset: Dataset, scenario: Scenario, runs: int, seed: int,
             values = design(uncertain, runs, seed)
         except ValueError as exc:
             return [str(exc)], np.zeros((0, d))
-    errors = check_values(uncertain, values)
+    errors = check_run_values(uncertain, values)
     if not errors and targets.structural(uncertain):
         errors = targets.check_values(dataset, scenario, uncertain, values)
     return errors, values

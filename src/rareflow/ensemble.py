@@ -227,7 +227,7 @@ def run_parameters(uncertainties: Uncertainties, values: np.ndarray) -> RunParam
     return RunParameters(**fields)
 
 
-def check_values(uncertainties: Uncertainties, values: np.ndarray) -> list[str]:
+def check_run_values(uncertainties: Uncertainties, values: np.ndarray) -> list[str]:
     """Sampled (or given) values of the kernel's run parameters must be finite and inside
     their ranges (:data:`rareflow.sim.network.RUN_PARAMETER_BOUNDS`); checked before any run,
     so that the tail of a normal distribution cannot, say, make mine output negative."""
