@@ -94,6 +94,37 @@ def test_impossible_correlations_are_refused(pairs, rule):
         _unc(parameters=params, correlation=pairs)
 
 
+@pytest.mark.parametrize("values", [[0.0, 0.02, 0.05], [0.05, 0.0, 0.02], [0.05, 0.02, 0.0]])
+def test_a_choice_keeps_its_correlation_whatever_the_order_of_its_values(values):
+    # the draws are reordered to carry the rank correlation; a choice maps a higher draw to a
+    # higher value only if its values are taken in ascending order (the order in the YAML file
+    # must not matter: before, [0.05, 0.02, 0.0] reversed the sign of the correlation)
+    weights = dict(zip([0.0, 0.02, 0.05], [0.5, 0.3, 0.2], strict=True))
+    u = _unc(sampling="lhs", parameters=[
+        {"target": "demand_scale", "dist": "uniform", "low": 0.8, "high": 1.2},
+        {"target": "leakage", "dist": "choice", "values": values,
+         "weights": [weights[v] for v in values]}],
+        correlation=[("demand_scale", "leakage", 0.8)])
+    _, v = sample(u, 2000, seed=1)
+    assert stats.spearmanr(v[:, 0], v[:, 1]).statistic > 0.6
+    assert np.mean(v[:, 1] == 0.05) == pytest.approx(0.2, abs=0.01)  # weights follow values
+    draws = np.linspace(0.001, 0.999, 200)
+    assert np.all(np.diff(u.parameters[1].quantile(draws)) >= 0)
+
+
+@pytest.mark.parametrize("spec, rule", [
+    ({"dist": "lognormal", "mean": 800.0, "sd": 0.1}, "its draws overflow"),
+    ({"dist": "normal", "mean": 1.0, "sd": float("inf")}, r"sd \(value inf\): must be a finite"),
+    ({"dist": "uniform", "low": 0.0, "high": float("nan")}, r"high \(value nan\)"),
+    ({"dist": "choice", "values": [1.0, float("inf")]}, r"values\[1\] \(value inf\)"),
+])
+def test_distributions_must_give_finite_draws(spec, rule):
+    # before, a lognormal with mean 800 (of the logarithm) raised OverflowError from the
+    # sampler: a traceback, not a message
+    with pytest.raises(ValueError, match=rule):
+        Uncertain(target="demand_scale", **spec)
+
+
 def test_correlated_latin_hypercube_keeps_its_strata():
     u = _unc(sampling="lhs", parameters=[
         {"target": "approval_scale", "dist": "uniform", "low": 0, "high": 1},
@@ -155,9 +186,10 @@ def test_one_run_is_the_scenario_at_its_medians(tmp_path):
     labels, values = simulate(DATASET, sc, runs=1, seed=7).parameters
     median = stats.triang(0.2, loc=0.8, scale=0.5).ppf(0.5)
     assert values.tolist() == [[pytest.approx(median), 0.0]]
-    from rareflow.sweep import prepare
+    from rareflow.sweep import dataset_digest, prepare
 
-    stored, _ = prepare(tmp_path / "sweep", sc, 1, 7, 1)  # a one-run sweep alike
+    stored, _ = prepare(tmp_path / "sweep", sc, 1, 7, 1,
+                        dataset_digest(DATASET))  # a one-run sweep alike
     assert stored.tolist() == values.tolist()
 
 
@@ -441,12 +473,41 @@ def test_sweep_resume_removes_half_written_batches(tmp_path):
 
 def test_a_resumed_sweep_must_be_the_same_sweep(tmp_path):
     # a changed sweep is named as such, before its stored values are checked against it
-    from rareflow.sweep import prepare, run_sweep
+    from rareflow.sweep import dataset_digest, prepare, run_sweep
 
     out = tmp_path / "sweep"
-    prepare(out, SC, 4, 5, 2)
+    prepare(out, SC, 4, 5, 2, dataset_digest(DATASET))
     with pytest.raises(ValueError, match=r"holds a different sweep \(runs: was 4, now 8\)"):
         run_sweep(out, SC, runs=8, seed=5, batch_size=2)
+
+
+def test_a_resumed_sweep_must_use_the_same_dataset(tmp_path):
+    from rareflow.data import Dataset
+    from rareflow.sweep import dataset_digest, prepare, run_sweep
+
+    tables = dict(DATASET.tables)
+    tables["countries"] = tables["countries"].copy()
+    tables["countries"].iloc[0, 0] = tables["countries"].iloc[1, 0]
+    assert dataset_digest(Dataset(tables=tables)) != dataset_digest(DATASET)
+    out = tmp_path / "sweep"
+    prepare(out, SC, 4, 5, 2, dataset_digest(Dataset(tables=tables)))
+    with pytest.raises(ValueError, match=r"holds a different sweep \(dataset: changed\)"):
+        run_sweep(out, SC, runs=4, seed=5, batch_size=2)
+
+
+def test_two_sweeps_never_share_task_keys():
+    # a Dask scheduler treats tasks with equal keys as one: the keys were
+    # "rareflow-batch-{i}-{seed}", so two sweeps of different scenarios with the same seed on
+    # one scheduler could receive each other's results
+    from rareflow.sweep import _spec, _task_prefix, dataset_digest
+
+    data = dataset_digest(DATASET)
+    other = SC.model_copy(update={"name": "other"})
+    prefix = _task_prefix(_spec(SC, 4, 5, 2, data))
+    assert prefix == _task_prefix(_spec(SC, 4, 5, 2, data))  # a resumed sweep: the same
+    for spec in (_spec(other, 4, 5, 2, data), _spec(SC, 8, 5, 2, data),
+                 _spec(SC, 4, 6, 2, data), _spec(SC, 4, 5, 4, data), _spec(SC, 4, 5, 2, "x")):
+        assert _task_prefix(spec) != prefix
 
 
 def test_sweep_combines_series_a_few_at_a_time(tmp_path):
@@ -456,7 +517,7 @@ def test_sweep_combines_series_a_few_at_a_time(tmp_path):
 
     out = tmp_path / "sweep"
     summary = sweep.run_sweep(out, SC, runs=4, seed=5, batch_size=2)
-    values, parts = sweep.prepare(out, SC, 4, 5, 2)
+    values, parts = sweep.prepare(out, SC, 4, 5, 2, sweep.dataset_digest(DATASET))
     one_by_one = sweep.combine(out, SC, parts, values, 5, memory=1)
     assert one_by_one == summary
     direct_summary = simulate(DATASET, SC, runs=4, seed=5).summary()

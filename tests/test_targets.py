@@ -291,6 +291,41 @@ def test_a_sweep_refuses_bad_values_before_writing_anything(tmp_path):
     assert not out.exists()
 
 
+def _drops_a_country() -> Scenario:
+    # a magnet plant in Estonia: starting in 2024 rather than 2026 brings a country into a
+    # 2024 model, which every run of an ensemble must share
+    return _scenario([{"target": "dataset:facilities.start_year[facility_id=neo_narva_magnets]",
+                       "dist": "choice", "values": [2026, 2024], "weights": [0.9, 0.1]}],
+                     end="2024-06")
+
+
+def test_a_sweep_compiles_each_choice_before_writing_anything(tmp_path):
+    from rareflow.sweep import run_sweep
+
+    out = tmp_path / "sweep"
+    with pytest.raises(ScenarioError, match="change the model's countries"):
+        run_sweep(out, _drops_a_country(), runs=16, seed=3, batch_size=4)
+    assert not out.exists()
+
+
+def test_a_sweep_refused_half_way_removes_what_it_wrote(tmp_path, monkeypatch):
+    # with more combinations than are compiled up front, a refusal comes from a batch; the
+    # sweep then cannot finish, and what it wrote is removed
+    import rareflow.api
+    from rareflow.sweep import run_sweep
+
+    monkeypatch.setattr(rareflow.api, "check_compiles", lambda *args, **kwargs: [])
+    out = tmp_path / "sweep"
+    with pytest.raises(ScenarioError, match="change the model's countries"):
+        run_sweep(out, _drops_a_country(), runs=16, seed=3, batch_size=4)
+    assert not out.exists()
+    kept = tmp_path / "mine"  # a directory the user made is kept, emptied
+    kept.mkdir()
+    with pytest.raises(ScenarioError):
+        run_sweep(kept, _drops_a_country(), runs=16, seed=3, batch_size=4)
+    assert kept.is_dir() and not any(kept.iterdir())
+
+
 def test_series_names_do_not_depend_on_the_runs():
     # capacity by country is reported for every country, so that batches and groups of runs
     # that differ in which countries build agree on the series they return

@@ -206,8 +206,30 @@ def run_design(dataset: Dataset, scenario: Scenario, runs: int, seed: int,
             return [str(exc)], np.zeros((0, d))
     errors = check_run_values(uncertain, values)
     if not errors and targets.structural(uncertain):
-        errors = targets.check_values(dataset, scenario, uncertain, values)
+        # the targets first (simulate has checked them with the scenario; other callers not)
+        errors = (targets.check_targets(uncertain, scenario, dataset)
+                  or targets.check_values(dataset, scenario, uncertain, values))
     return errors, values
+
+
+def check_compiles(dataset: Dataset, scenario: Scenario, values: np.ndarray,
+                   combinations: int = 16) -> list[str]:
+    """Compile every distinct combination of the dataset cells' and scenario fields' values
+    when there are at most ``combinations`` (as with ``choice`` distributions); return the
+    refusals ('field (value): rule' lines). A sweep calls this before it writes anything: it
+    saves batches as they finish, so a combination that only the compile refuses (a start year
+    that drops a country from the model, say) would otherwise stop it half-way. Larger designs
+    are not compiled here (each compile takes about a second); their refusals stop the sweep
+    when their batch runs."""
+    columns = [k for k, _ in targets.structural(scenario.uncertain)]
+    if not columns or len(np.unique(values[:, columns], axis=0)) > combinations:
+        return []
+    try:
+        network, _ = compile_scenario(dataset, scenario)
+        _PerRunCompile(dataset, scenario, network).groups(values)
+    except ScenarioError as exc:
+        return list(exc.errors)
+    return []
 
 
 def _batch(context: tuple, params, n: int, values: np.ndarray,

@@ -83,6 +83,22 @@ class Uncertain(BaseModel):
                 or sum(self.weights) <= 0):
             raise ValueError(f"weights (value {self.weights}): must be finite, >= 0 and have "
                              "a positive sum")
+        numbers = {k: getattr(self, k) for k in ("low", "high", "mode", "mean", "sd", "a", "b")}
+        numbers.update({f"values[{i}]": v for i, v in enumerate(self.values or [])})
+        for key, number in numbers.items():
+            if number is not None and not math.isfinite(number):
+                raise ValueError(f"{key} (value {number}): must be a finite number")
+        if self.dist != "choice":
+            with np.errstate(over="ignore"):
+                try:
+                    tails = self.quantile(np.array([0.0, 1.0]))
+                except OverflowError:
+                    tails = np.array([np.inf])
+            if not np.isfinite(tails).all():
+                given = ", ".join(f"{k} {v:g}" for k, v in numbers.items() if v is not None)
+                raise ValueError(f"a {self.dist} distribution ({given}): its draws overflow "
+                                 "(are not finite numbers); for lognormal, mean and sd are "
+                                 "those of the value's logarithm")
         return self
 
     @property
@@ -117,10 +133,13 @@ class Uncertain(BaseModel):
             return stats.lognorm(self.sd, scale=math.exp(self.mean)).ppf(u)
         if self.dist == "beta":
             return stats.beta(self.a, self.b, loc=self.low, scale=self.high - self.low).ppf(u)
-        weights = np.array(self.weights or [1.0] * len(self.values), dtype=float)
+        # values in ascending order (with their weights), so that a higher draw never gives a
+        # lower value: rank correlations imposed on the draws then hold for the values too
+        order = np.argsort(self.values, kind="stable")
+        values = np.array(self.values, dtype=float)[order]
+        weights = np.array(self.weights or [1.0] * len(self.values), dtype=float)[order]
         edges = np.cumsum(weights / weights.sum())
-        return np.array(self.values)[np.searchsorted(edges, u, side="right").clip(
-            0, len(self.values) - 1)]
+        return values[np.searchsorted(edges, u, side="right").clip(0, len(values) - 1)]
 
 
 class Uncertainties(BaseModel):

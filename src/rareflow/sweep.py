@@ -2,7 +2,8 @@
 
 Layout of a sweep directory::
 
-    sweep.json                 the scenario, runs, seed and batch size (a resumed sweep must match)
+    sweep.json                 the scenario, runs, seed, batch size and a fingerprint of the
+                               dataset (a resumed sweep must match)
     parameters.npy             every run's parameter values, sampled once from the seed
     batches/batch_00000.npz    per-run summary series and headline numbers of one batch
     summary.json               the summary contract, written when every batch is present
@@ -15,13 +16,17 @@ default, or any scheduler by address.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
+from rareflow.data import Dataset
 from rareflow.ensemble import batches, design
 from rareflow.scenario import Scenario, ScenarioError, check_scenario
 
@@ -60,35 +65,56 @@ def _save(path: Path, arrays: dict) -> None:
     os.replace(tmp, path)
 
 
-def _spec(scenario: Scenario, runs: int, seed: int, batch_size: int) -> dict:
+def dataset_digest(dataset: Dataset) -> str:
+    """A fingerprint of the dataset's tables: a sweep resumed on other data (another
+    ``--data``, or edited tables) would mix batches of two models."""
+    digest = hashlib.sha256()
+    for name in sorted(dataset.table_names):
+        digest.update(name.encode())
+        digest.update(dataset[name].to_csv(index=False).encode())
+    return digest.hexdigest()[:16]
+
+
+def _spec(scenario: Scenario, runs: int, seed: int, batch_size: int, data: str) -> dict:
     return {"scenario": json.loads(scenario.model_dump_json()), "runs": runs, "seed": seed,
-            "batch_size": batch_size}
+            "batch_size": batch_size, "dataset": data}
+
+
+def _task_prefix(spec: dict) -> str:
+    """The prefix of this sweep's Dask task keys. A scheduler treats tasks with equal keys as
+    one task, so two sweeps sharing a scheduler must not share keys: the prefix is a hash of
+    everything that decides a batch's result (scenario, runs, seed, batch size, dataset)."""
+    text = json.dumps(spec, sort_keys=True)
+    return "rareflow-batch-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def check_same_sweep(directory: Path, scenario: Scenario, runs: int, seed: int,
-                     batch_size: int) -> None:
-    """A directory that holds a sweep must hold this one (ValueError naming what differs)."""
+                     batch_size: int, data: str) -> None:
+    """A directory that holds a sweep must hold this one (ValueError naming what differs).
+    ``data``: the dataset's fingerprint (:func:`dataset_digest`)."""
     spec_path = directory / SWEEP_FILE
     if not spec_path.is_file():
         return
-    spec = _spec(scenario, runs, seed, batch_size)
+    spec = _spec(scenario, runs, seed, batch_size, data)
     existing = json.loads(spec_path.read_text())
     if existing != spec:
         differ = [k for k in spec if existing.get(k) != spec[k]]
         shown = "; ".join(f"{k}: was {existing.get(k)!r}, now {spec[k]!r}"
-                          if k != "scenario" else "scenario: changed" for k in differ)
+                          if k not in ("scenario", "dataset") else f"{k}: changed"
+                          for k in differ)
         raise ValueError(f"{directory} holds a different sweep ({shown}); use another "
                          "--out or delete it")
 
 
 def prepare(directory: Path, scenario: Scenario, runs: int, seed: int,
-            batch_size: int) -> tuple[np.ndarray, list[slice]]:
-    """Create or check the sweep directory; return every run's parameters and the batches."""
-    check_same_sweep(directory, scenario, runs, seed, batch_size)
+            batch_size: int, data: str) -> tuple[np.ndarray, list[slice]]:
+    """Create or check the sweep directory; return every run's parameters and the batches.
+    ``data``: the dataset's fingerprint (:func:`dataset_digest`)."""
+    check_same_sweep(directory, scenario, runs, seed, batch_size, data)
     directory.mkdir(parents=True, exist_ok=True)
     spec_path = directory / SWEEP_FILE
     if not spec_path.is_file():
-        spec_path.write_text(json.dumps(_spec(scenario, runs, seed, batch_size)))
+        spec_path.write_text(json.dumps(_spec(scenario, runs, seed, batch_size, data)))
     values_path = directory / "parameters.npy"
     if values_path.is_file():
         values = np.load(values_path)
@@ -107,6 +133,15 @@ def _remove_leftovers(directory: Path) -> None:
     if batch_dir.is_dir():
         for leftover in batch_dir.glob(".batch_*.tmp.npz"):
             leftover.unlink(missing_ok=True)
+
+
+def _remove_sweep(directory: Path, with_directory: bool) -> None:
+    """Delete a sweep's files (and its directory, ``with_directory``, when left empty)."""
+    shutil.rmtree(directory / "batches", ignore_errors=True)
+    for name in (SWEEP_FILE, "parameters.npy", "summary.json"):
+        (directory / name).unlink(missing_ok=True)
+    if with_directory and directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
 
 
 def missing_batches(directory: Path, parts: list[slice]) -> list[int]:
@@ -142,18 +177,23 @@ def run_sweep(
     directory = Path(directory)
     # the scenario and its sampled values are checked here, before anything is written or
     # submitted, not batch by batch on the workers
-    from rareflow.api import run_design
+    from rareflow.api import check_compiles, run_design
 
     dataset = load_dataset(data_path)
-    check_same_sweep(directory, scenario, runs, seed, batch_size)
+    data = dataset_digest(dataset)
+    check_same_sweep(directory, scenario, runs, seed, batch_size, data)
     errors = check_scenario(scenario, dataset)
     if not errors:  # the values a resumed sweep will use: those it stored
         stored = directory / "parameters.npy"
-        errors = run_design(dataset, scenario, runs, seed,
-                            np.load(stored) if stored.is_file() else None)[0]
+        errors, values = run_design(dataset, scenario, runs, seed,
+                                    np.load(stored) if stored.is_file() else None)
+    if not errors:
+        errors = check_compiles(dataset, scenario, values)
     if errors:
         raise ScenarioError(scenario.name, errors)
-    values, parts = prepare(directory, scenario, runs, seed, batch_size)
+    new_sweep = not (directory / SWEEP_FILE).is_file()
+    new_directory = not directory.exists()
+    values, parts = prepare(directory, scenario, runs, seed, batch_size, data)
     _remove_leftovers(directory)
     todo = missing_batches(directory, parts)
     if max_batches is not None:
@@ -164,22 +204,34 @@ def run_sweep(
     if todo:
         cluster = None
         if scheduler is None:
+            # (a refused batch is reported here, once, not also logged by the worker)
             cluster = LocalCluster(n_workers=min(2, os.cpu_count() or 1), threads_per_worker=1,
-                                   processes=True, dashboard_address=None)
+                                   processes=True, dashboard_address=None,
+                                   silence_logs=logging.CRITICAL)
             client = Client(cluster)
         else:
             client = Client(scheduler)
         try:
             scenario_json = scenario.model_dump_json()
+            prefix = _task_prefix(_spec(scenario, runs, seed, batch_size, data))
             futures = {client.submit(run_batch, scenario_json, values[parts[i]], data_path,
-                                     backend, key=f"rareflow-batch-{i}-{seed}"): i
+                                     backend, key=f"{prefix}-{i}"): i
                        for i in todo}
-            for future in as_completed(futures):
-                index = futures[future]
-                _save(_batch_path(directory, index), future.result())
-                done += 1
-                if progress is not None:
-                    progress(done, len(parts))
+            try:
+                for future in as_completed(futures):
+                    index = futures[future]
+                    _save(_batch_path(directory, index), future.result())
+                    done += 1
+                    if progress is not None:
+                        progress(done, len(parts))
+            except ScenarioError:
+                # a run's values that only its compile refuses: this sweep can never finish
+                # (and a corrected scenario is another sweep), so what this call started is
+                # removed rather than left half-written
+                client.cancel(list(futures))
+                if new_sweep:
+                    _remove_sweep(directory, new_directory)
+                raise
         finally:
             client.close()
             if cluster is not None:
