@@ -117,10 +117,14 @@ def test_a_choice_keeps_its_correlation_whatever_the_order_of_its_values(values)
     ({"dist": "normal", "mean": 1.0, "sd": float("inf")}, r"sd \(value inf\): must be a finite"),
     ({"dist": "uniform", "low": 0.0, "high": float("nan")}, r"high \(value nan\)"),
     ({"dist": "choice", "values": [1.0, float("inf")]}, r"values\[1\] \(value inf\)"),
+    ({"dist": "normal", "mean": 1.0, "sd": 0.05, "low": 0.95}, r"low \(value 0.95\): a normal "
+     r"distribution takes only mean, sd \(it is not truncated"),
+    ({"dist": "uniform", "low": 0.8, "high": 1.0, "mean": 3.0}, r"mean \(value 3.0\): a uniform "
+     "distribution takes only low, high"),
 ])
-def test_distributions_must_give_finite_draws(spec, rule):
+def test_distributions_refuse_numbers_they_cannot_use(spec, rule):
     # before, a lognormal with mean 800 (of the logarithm) raised OverflowError from the
-    # sampler: a traceback, not a message
+    # sampler (a traceback, not a message), and a normal with low and high ran untruncated
     with pytest.raises(ValueError, match=rule):
         Uncertain(target="demand_scale", **spec)
 
@@ -274,6 +278,18 @@ def test_runs_differ_and_summary_has_bands_parameters_and_exceedance():
         float(np.mean(short > 100.0)))
 
 
+def test_parameter_bands_are_values_some_run_used():
+    from rareflow.result import Result
+
+    # half the runs at 0.0, half at 0.02: an interpolated median would be 0.01, a leakage no
+    # run had; the fifth of ten sorted values is 0.0
+    leakage = np.array([0.0] * 5 + [0.02] * 5)
+    res = Result(None, series={}, headline={"x": np.zeros(10)}, months=["2024-01"],
+                 parameters=(["leakage"], leakage[:, None]),
+                 checks={"mass_balance_max_rel_error": 0.0, "min_stock_t": 0.0})
+    assert res.summary()["parameters"] == {"leakage": {"p5": 0.0, "p50": 0.0, "p95": 0.02}}
+
+
 def test_large_ensembles_keep_only_the_summary():
     res = simulate(DATASET, SC, runs=3, seed=2, keep=False)
     assert not res.has_data
@@ -351,6 +367,9 @@ def test_sobol_points_at_the_parameter_that_matters():
     st = {k: v["ST"] for k, v in out["parameters"].items()}
     assert st["price_elasticity"] == pytest.approx(0.0, abs=1e-6)  # prices do not feed back
     assert max(st, key=st.get) in ("demand_scale", "approval_scale")
+    # the bootstrap confidence intervals too are the same for the same seed, 0 included (SALib
+    # leaves seed 0 unseeded)
+    assert sobol_indices(DATASET, SC, "shortfall_total_t", base_samples=16) == out
 
 
 def test_cli_discover_and_sensitivity_errors(monkeypatch):
@@ -455,6 +474,24 @@ def test_sweep_resumes_after_being_killed(tmp_path):
     assert summary["runs"] == 12
     for key in ("shortfall_total_t", "units_not_built_total"):
         assert summary["headline"][key] == pytest.approx(direct["headline"][key], rel=1e-6)
+
+
+def test_a_paused_sweep_says_where_it_stands(tmp_path):
+    scenario = _write_scenario(tmp_path)
+    args = ["sweep", str(scenario), "--runs", "4", "--batch-size", "2", "--out",
+            str(tmp_path / "s"), "--max-batches", "1", "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == {"complete": False, "out": str(tmp_path / "s"),
+                                      "batches_done": 1, "batches": 2}
+
+
+def test_error_messages_stay_on_one_line_when_piped():
+    # stderr that is not a terminal is not wrapped at 80 columns: one problem, one line
+    res = CliRunner().invoke(app, ["sensitivity", "history-2025", "--output", "nope"])
+    assert res.exit_code == 2
+    line = next(x for x in res.output.splitlines() if x.startswith("--output"))
+    assert line.endswith("time_to_recover_months") and len(line) > 80
 
 
 def test_sweep_resume_removes_half_written_batches(tmp_path):

@@ -291,6 +291,21 @@ def test_a_sweep_refuses_bad_values_before_writing_anything(tmp_path):
     assert not out.exists()
 
 
+def test_a_planned_facility_needs_include_planned():
+    # a planned plant is not built unless the scenario says so: its start year could not
+    # change any run, and an ensemble over it would report flat bands as if it had no effect
+    built = _scenario([_start_year([2027.0, 2031.0])])
+    dumped = built.model_dump(mode="json")
+    dumped["settings"]["include_planned"] = False
+    unbuilt = Scenario.model_validate(dumped)
+    errors = targets.check_targets(unbuilt.uncertain, unbuilt, DATASET)
+    assert len(errors) == 1 and "selects only planned facilities" in errors[0]
+    assert targets.check_targets(built.uncertain, built, DATASET) == []
+    dumped["overrides"] = [{"facility": PLANT, "status": "construction"}]
+    overridden = Scenario.model_validate(dumped)
+    assert targets.check_targets(overridden.uncertain, overridden, DATASET) == []
+
+
 def _drops_a_country() -> Scenario:
     # a magnet plant in Estonia: starting in 2024 rather than 2026 brings a country into a
     # 2024 model, which every run of an ensemble must share

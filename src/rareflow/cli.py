@@ -7,6 +7,8 @@ field, the value and the rule, and no traceback.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -40,7 +42,8 @@ scenarios_app = typer.Typer(help="The built-in scenario library.", no_args_is_he
 app.add_typer(scenarios_app, name="scenarios")
 
 out = Console()
-err = Console(stderr=True)
+# messages are not wrapped at the console width: piped or logged, a message stays one line
+err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
     Path | None,
@@ -51,6 +54,22 @@ DataDir = Annotated[
     ),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
+Workers = Annotated[int, typer.Option(
+    min=0, max=256, help="Processes simulating batches side by side; 0: one per available "
+    "CPU core, at most 8 (used only when there is more than one batch). Results do not "
+    "depend on it.")]
+
+
+@contextmanager
+def _progress(label: str, hidden: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, for long work; yields its ``update(done, total)``. Hidden with
+    ``hidden`` (--json) and where stderr is not a terminal (a log gets no bar lines)."""
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True,
+                  disable=hidden or not err.is_terminal) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -285,10 +304,7 @@ def run(
         bool, typer.Option("--report", help="Also write report.html (needs --out, or writes "
                                              "to runs/SCENARIO).")
     ] = False,
-    workers: Annotated[int, typer.Option(
-        min=0, max=256, help="Processes simulating batches side by side; 0: one per available "
-        "CPU core, at most 8 (used only when there is more than one batch). Results do not "
-        "depend on it.")] = 0,
+    workers: Workers = 0,
     backend: Annotated[str, typer.Option(
         help="Kernel implementation: auto (Numba when installed), numpy or numba; results "
         "are the same.")] = "auto",
@@ -309,18 +325,9 @@ def run(
             raise _fail(f"--runs (value {runs}): --report keeps every run's monthly arrays; "
                         f"use at most {REPORT_MAX_RUNS} runs, or drop --report")
         keep = True if report else None
-        if as_json:
+        with _progress(f"simulating {sc.name}", hidden=as_json) as update:
             result = simulate(dataset, sc, runs=runs, seed=seed, keep=keep, workers=workers,
-                              backend=backend)
-        else:
-            from rich.progress import Progress
-
-            with Progress(console=err, transient=True) as bar:
-                task = bar.add_task(f"simulating {sc.name}", total=len(sc.months) * runs)
-                result = simulate(dataset, sc, runs=runs, seed=seed, keep=keep,
-                                  workers=workers, backend=backend,
-                                  progress=lambda done, total: bar.update(
-                                      task, completed=done, total=total))
+                              backend=backend, progress=update)
     except ScenarioError as exc:
         raise _problems(
             exc, f"scenario {scenario!r} is not valid ({len(exc.errors)} problem(s))") from None
@@ -624,6 +631,7 @@ def sensitivity_command(
     seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
     data: DataDir = None,
     as_json: JsonFlag = False,
+    workers: Workers = 0,
 ) -> None:
     """Sobol indices (SALib) of a headline outcome for each uncertain parameter."""
     from rareflow.sensitivity import sobol_indices
@@ -634,7 +642,9 @@ def sensitivity_command(
     dataset = _load_or_exit(data)
     sc = _scenario_or_exit(scenario)
     try:
-        answer = sobol_indices(dataset, sc, output, samples, seed)
+        with _progress(f"sensitivity of {output}", hidden=as_json) as update:
+            answer = sobol_indices(dataset, sc, output, samples, seed, progress=update,
+                                   workers=workers)
     except ScenarioError as exc:
         raise _problems(exc, "no indices computed") from None
     if as_json:
@@ -662,6 +672,7 @@ def discover_command(
     seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
     data: DataDir = None,
     as_json: JsonFlag = False,
+    workers: Workers = 0,
 ) -> None:
     """Which parameter ranges lead to an outcome (PRIM scenario discovery)."""
     from rareflow.discovery import condition, parse_where, prim
@@ -679,7 +690,9 @@ def discover_command(
     if name not in known:  # before any run
         raise _fail(f"--where: {name!r} is not a headline; choose one of {', '.join(known)}")
     try:
-        result = simulate(dataset, sc, runs=runs, seed=seed, keep=False)
+        with _progress(f"discovering {name}", hidden=as_json) as update:
+            result = simulate(dataset, sc, runs=runs, seed=seed, keep=False, workers=workers,
+                              progress=update)
         outcome = outcome_values(result.headline(), name, len(sc.months))
     except ScenarioError as exc:
         raise _problems(exc, "no discovery run") from None
@@ -743,8 +756,6 @@ def sweep_command(
         "numba; results are the same.")] = "auto",
 ) -> None:
     """Run an ensemble as Dask batches, persisting each; rerun the same command to resume."""
-    from rich.progress import Progress
-
     from rareflow.sweep import run_sweep
 
     try:
@@ -753,18 +764,27 @@ def sweep_command(
         raise _fail(f"--backend: {exc}") from None
     _load_or_exit(data)
     sc = _scenario_or_exit(scenario)
+    batches = [0, 0]  # done, total
+
+    def counted(update: Callable[[int, int], None]) -> Callable[[int, int], None]:
+        def both(done: int, total: int) -> None:
+            batches[:] = [done, total]
+            update(done, total)
+        return both
+
     try:
-        with Progress(console=err, transient=True, disable=as_json) as bar:
-            task = bar.add_task(f"sweep {sc.name}", total=None)
+        with _progress(f"sweep {sc.name}", hidden=as_json) as update:
             summary = run_sweep(out_dir, sc, runs, seed, batch_size, scheduler,
-                                str(data) if data else None,
-                                progress=lambda d, t: bar.update(task, completed=d, total=t),
+                                str(data) if data else None, progress=counted(update),
                                 max_batches=max_batches, backend=backend)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     if summary is None:
-        err.print(f"sweep paused with batches still to run; rerun the same command to resume "
-                  f"({out_dir})")
+        if as_json:  # a script reads where the sweep stands, not an empty stdout
+            print(json.dumps({"complete": False, "out": str(out_dir),
+                              "batches_done": batches[0], "batches": batches[1]}))
+        err.print(f"sweep paused with {batches[1] - batches[0]} of {batches[1]} batches still "
+                  f"to run; rerun the same command to resume ({out_dir})")
         raise typer.Exit(code=0)
     if as_json:
         print(json.dumps(summary))

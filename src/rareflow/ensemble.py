@@ -68,6 +68,13 @@ class Uncertain(BaseModel):
         missing = [k for k in need if getattr(self, k) is None]
         if missing:
             raise ValueError(f"a {self.dist} distribution needs {', '.join(missing)}")
+        takes = need + (("weights",) if self.dist == "choice" else ())
+        for key in ("low", "high", "mode", "mean", "sd", "a", "b", "values", "weights"):
+            if key not in takes and getattr(self, key) is not None:
+                hint = (" (it is not truncated: bounds need a uniform, triangular or beta "
+                        "distribution)" if key in ("low", "high") else "")
+                raise ValueError(f"{key} (value {getattr(self, key)}): a {self.dist} "
+                                 f"distribution takes only {', '.join(takes)}{hint}")
         if self.low is not None and self.high is not None and self.low > self.high:
             raise ValueError(f"low {self.low} is above high {self.high}")
         if self.dist == "triangular" and not (self.low <= self.mode <= self.high):

@@ -243,10 +243,12 @@ def is_event_month(name: str) -> bool:
     return name == "first_shortfall_month" or name.startswith("trigger_fired_month.")
 
 
-def _scalar_bands(values: np.ndarray, never_is_late: bool = False) -> dict[str, float | None]:
+def _scalar_bands(values: np.ndarray, never_is_late: bool = False,
+                  method: str = "linear") -> dict[str, float | None]:
     """Percentiles over runs. NaN runs are left out, except where NaN means that an event never
     happened (``never_is_late``): those count as later than any month, and a percentile that
-    falls among them is None ("not within the horizon")."""
+    falls among them is None ("not within the horizon"). ``method`` is numpy's percentile
+    method (``"inverted_cdf"``: always a value some run has)."""
     if never_is_late:
         values = np.where(np.isnan(values), np.inf, values)
         with np.errstate(invalid="ignore"):
@@ -255,7 +257,7 @@ def _scalar_bands(values: np.ndarray, never_is_late: bool = False) -> dict[str, 
     finite = values[~np.isnan(values)]
     if finite.size == 0:
         return {f"p{p}": None for p in PERCENTILES}
-    pct = np.percentile(finite, PERCENTILES)
+    pct = np.percentile(finite, PERCENTILES, method=method)
     return {f"p{p}": round(float(v), 4) for p, v in zip(PERCENTILES, pct, strict=True)}
 
 
@@ -455,8 +457,8 @@ class Result:
         }
         if attrs.get("notes"):
             out["notes"] = json.loads(attrs["notes"])
-        if labels:
-            out["parameters"] = {label: _scalar_bands(values[:, k])
+        if labels:  # values some run used: a choice's p50 is one of its values
+            out["parameters"] = {label: _scalar_bands(values[:, k], method="inverted_cdf")
                                  for k, label in enumerate(labels)}
         if self.thresholds:
             out["exceedance"] = exceedance(self.headline(), self.thresholds)

@@ -214,7 +214,23 @@ def check_targets(uncertainties: Uncertainties, scenario: Scenario,
             errors.append(f"{where}: no row of {target.table} matches")
         elif p.how == "scale" and frame.loc[rows, target.column].isna().any():
             errors.append(f"{where}: a selected cell is empty; 'scale' needs a value to scale")
+        elif target.table == "facilities" and _only_unbuilt(frame.loc[rows], scenario):
+            errors.append(f"{where}: selects only planned facilities, which this scenario "
+                          "leaves out (settings.include_planned is false), so the value could "
+                          "not change any run; set include_planned: true")
     return errors
+
+
+def _only_unbuilt(facilities, scenario: Scenario) -> bool:
+    """Whether every one of these facility rows is 'planned' (after the scenario's overrides)
+    in a scenario that builds no planned facility."""
+    if scenario.settings.include_planned:
+        return False
+    status = facilities["status"].copy()
+    for override in scenario.overrides:
+        if override.status is not None:
+            status[facilities["facility_id"] == override.facility] = override.status
+    return bool((status == "planned").all())
 
 
 def _new_value(old: object, sampled: float, how: str, integer: bool) -> float | int:
