@@ -52,6 +52,12 @@ def test_compiled_channel_passes_match_numpy(runs, allowed_kind):
         for fast, slow in zip(compiled.allocate(supply, need, allowed, pref, home_first),
                               allocate(supply, need, allowed, pref, home_first), strict=True):
             _close(fast, slow)
+        # with the flows' totals by seller and by buyer, summed inside the compiled loops
+        for fast, slow in zip(
+                compiled.allocate_with_totals(supply, need, allowed, pref, home_first),
+                kernel._allocate_with_totals(supply, need, allowed, pref, home_first),
+                strict=True):
+            _close(fast, slow)
         full = np.broadcast_to(allowed, (runs, n, n, k))
         _close(compiled.licence_requests(need, supply, pref, full),
                kernel._licence_requests(need, supply, pref, full))

@@ -89,6 +89,8 @@ def _allocate(supply, need, allowed, preference, home_first, all_open):  # pragm
     runs, n, k_n = supply.shape
     flow = np.zeros((runs, n, n, k_n))
     asked = np.zeros((runs, n, n, k_n))
+    by_seller = np.zeros((runs, n, k_n))
+    by_buyer = np.zeros((runs, n, k_n))
     second = np.zeros((n, n, k_n))
     suppliers = np.zeros((n, n), dtype=np.int64)
     count = np.zeros(n, dtype=np.int64)
@@ -197,18 +199,45 @@ def _allocate(supply, need, allowed, preference, home_first, all_open):  # pragm
         for x in range(n):
             for k in range(k_n):
                 flow[r, x, x, k] = max(home_fill[x, k], 0.0)
-    return flow, asked
+        # totals by seller (over buyers, ascending) and by buyer (over sellers, ascending, home
+        # in its place): einsum's order for these non-contiguous axes
+        for c in range(n):
+            for k in range(k_n):
+                got = 0.0
+                home_pending = True
+                for j in range(count[c] + 1):
+                    x = suppliers[c, j] if j < count[c] else n
+                    if home_pending and x > c:
+                        f = flow[r, c, c, k]
+                        got += f
+                        by_seller[r, c, k] += f
+                        home_pending = False
+                    if x < n:
+                        f = flow[r, x, c, k]
+                        got += f
+                        by_seller[r, x, k] += f
+                by_buyer[r, c, k] = got
+    return flow, asked, by_seller, by_buyer
 
 
 def allocate(supply: np.ndarray, need: np.ndarray, allowed: np.ndarray,
              preference: np.ndarray, home_first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`rareflow.sim.market.allocate`, compiled; same arguments, same results.
+    """:func:`rareflow.sim.market.allocate`, compiled; same arguments, same results."""
+    return allocate_with_totals(supply, need, allowed, preference, home_first)[:2]
+
+
+def allocate_with_totals(supply: np.ndarray, need: np.ndarray, allowed: np.ndarray,
+                         preference: np.ndarray, home_first: np.ndarray) -> tuple:
+    """:func:`allocate`, and the flow's totals by seller [R, X, K] and by buyer [R, C, K]
+    (``kernel._allocate_with_totals``; the same numbers), summed while the flows are in the
+    cache instead of in two more passes over them.
 
     With one product (K = 1) numpy sums over buyers along a contiguous axis, in an order
     (unrolled partial sums) the loops here do not follow: that case runs in numpy.
     """
     if supply.shape[2] == 1:
-        return market.allocate(supply, need, allowed, preference, home_first)
+        flow, asked = market.allocate(supply, need, allowed, preference, home_first)
+        return flow, asked, np.einsum("rxck->rxk", flow), np.einsum("rxck->rck", flow)
     runs = supply.shape[0]
     allowed = _per_run(allowed, runs)
     all_open = allowed.shape[0] == 1 and bool((allowed >= 1.0 - 1e-9).all())
@@ -261,12 +290,15 @@ def _held_back(requested, flow, required, channels):  # pragma: no cover
     # is exporter-major, so each destination's sum runs over exporters in ascending order
     runs, n, _, k_n = requested.shape
     out = np.zeros((runs, n, k_n))
+    m = len(channels)
+    xs, cs, ks = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64)
+    for j in range(m):  # positions once, not once per run
+        i = channels[j]
+        xs[j], cs[j], ks[j] = i // (n * k_n), (i // k_n) % n, i % k_n
     for r in range(runs):
         q = required[r] if required.shape[0] > 1 else required[0]
-        for i in channels:
-            x = i // (n * k_n)
-            c = (i // k_n) % n
-            k = i % k_n
+        for j in range(m):
+            x, c, k = xs[j], cs[j], ks[j]
             if c != x and q[x, c, k]:
                 out[r, c, k] += max(requested[r, x, c, k] - flow[r, x, c, k], 0.0)
     return out
@@ -309,7 +341,14 @@ def _magnet_licences(origin_share, threshold, actor, direct, values):  # pragma:
     runs = origin_share.shape[0]
     n, _, g_n = direct.shape
     required = np.zeros((runs, n, n, g_n), dtype=np.bool_)
-    out = np.empty((values.shape[0], runs, n, n, g_n))
+    # a channel's parameters depend on whether the rule names it, not on the run: once
+    out = np.empty((values.shape[0], 1, n, n, g_n))
+    for x in range(n):
+        for c in range(n):
+            for g in range(g_n):
+                own = direct[x, c, g]
+                for p in range(values.shape[0]):
+                    out[p, 0, x, c, g] = values[p, x, c, g] if own else values[p, actor, c, g]
     for r in range(runs):
         for x in range(n):
             for c in range(n):
@@ -317,10 +356,7 @@ def _magnet_licences(origin_share, threshold, actor, direct, values):  # pragma:
                     th = threshold[c, g]
                     extra = (not np.isnan(th)) and origin_share[r, x] >= th and x != actor \
                         and x != c
-                    own = direct[x, c, g]
-                    required[r, x, c, g] = own or extra
-                    for p in range(values.shape[0]):
-                        out[p, r, x, c, g] = values[p, x, c, g] if own else values[p, actor, c, g]
+                    required[r, x, c, g] = direct[x, c, g] or extra
     return required, out
 
 
@@ -330,8 +366,10 @@ def magnet_licences(origin_share: np.ndarray, threshold: np.ndarray, actor: int,
 
     origin_share [R, X] (the actor's share of each maker's inputs), threshold [C, G] (NaN: no
     reach), direct [X, C, G] (licence required by the rule itself), values [P, X, C, G] (licence
-    parameters). Returns (required [R, X, C, G], parameters [P, R, X, C, G]): a channel is
-    required directly or by reach; reached channels take the actor's parameters.
+    parameters). Returns (required [R, X, C, G], parameters [P, 1, X, C, G]): a channel is
+    required directly or by reach; reached channels take the actor's parameters. Parameters
+    are the same in every run (a channel the rule does not name takes the actor's whether or
+    not it is reached), so they are computed once.
     """
     return _magnet_licences(np.ascontiguousarray(origin_share, dtype=float),
                             np.ascontiguousarray(threshold, dtype=float), int(actor),

@@ -75,7 +75,7 @@ class _Passes(NamedTuple):
     """The kernel's passes over trade channels: numpy, or their compiled twins
     (:mod:`rareflow.sim.compiled`, the same numbers)."""
 
-    allocate: Callable
+    allocate: Callable  # returns the flows' totals by seller and by buyer too
     licence_requests: Callable
     held_back: Callable
     route_open: Callable
@@ -91,10 +91,10 @@ def _passes(backend: str) -> _Passes:
     """The passes ``backend`` names (looked up at call time, so that tests can swap them)."""
     if compiled.resolve(backend) == "numba":
         c = compiled
-        return _Passes(c.allocate, c.licence_requests, c.held_back, c.route_open,
+        return _Passes(c.allocate_with_totals, c.licence_requests, c.held_back, c.route_open,
                        c.magnet_licences, c.LICENCE_CORE, c.switch_preferences,
                        c.shift_exporter_shares, c.ship_concentrate, c.grade_ratio)
-    return _Passes(allocate, _licence_requests, _held_back, _route_open, None, None,
+    return _Passes(_allocate_with_totals, _licence_requests, _held_back, _route_open, None, None,
                    switch_preferences, _shift_exporter_shares, _ship_concentrate, _grade_ratio)
 
 
@@ -301,10 +301,9 @@ def simulate_arrays(
                 capacity=pol.capacity_t_per_month, approval_scale=approval_scale, full=False)
             allowed_m = mag_queue.allowed_share(
                 mag_req_lic, lic[0], lic[4], extra_leakage=extra_leak, allowed=allowed_m)
-        plan, mag_requested = ops.allocate(
+        plan, mag_requested, planned, _ = ops.allocate(  # planned [R,X,G]: by maker
             supply_g, request_g, allowed_m, magnet_pref, ctl.home_first
         )
-        planned = np.einsum("rxcg->rxg", plan)  # [R,X,G] (plan.sum(axis=2), faster)
         from_stock = np.minimum(magnet_stock, planned)
         to_make = planned - from_stock
         if resp is None:
@@ -343,13 +342,12 @@ def simulate_arrays(
             allowed_r = ref_queue.allowed_share(
                 ref_req_lic, required_r, rl.leakage[t][None], extra_leakage=extra_leak,
                 allowed=allowed_r)
-        rflow, ref_requested = ops.allocate(
+        # rflow_out [R,X,E]: shipped by each exporter; received [R,C,E]
+        rflow, ref_requested, rflow_out, received = ops.allocate(
             refined_stock, refined_need, allowed_r, refined_pref, ctl.home_first
         )
-        rflow_out = np.einsum("rxck->rxk", rflow)  # shipped by each exporter [R,X,E]
         rtrade = np.einsum("rxck->rxc", rflow)  # [R,X,C]
         refined_stock -= rflow_out
-        received = np.einsum("rxck->rck", rflow)  # [R,C,E]
         to_makers = received * _div(element_need, refined_need)
         to_users = received - to_makers
         bought_o = np.zeros_like(to_users)
@@ -531,6 +529,14 @@ def simulate_arrays(
     return out
 
 
+def _allocate_with_totals(supply: np.ndarray, need: np.ndarray, allowed: np.ndarray,
+                          preference: np.ndarray, home_first: np.ndarray) -> tuple:
+    """:func:`rareflow.sim.market.allocate` (flow, asked [R,X,C,K]) and the flow's totals by
+    seller [R,X,K] and by buyer [R,C,K]."""
+    flow, asked = allocate(supply, need, allowed, preference, home_first)
+    return flow, asked, np.einsum("rxck->rxk", flow), np.einsum("rxck->rck", flow)
+
+
 def _stockpile_price(resp: ResponseState, price: np.ndarray, multiple: np.ndarray,
                      net: Network) -> np.ndarray:
     """US$/kg each stockpile pays [R, H]: the ex-China price of an oxide item; for magnets the
@@ -595,7 +601,8 @@ def _magnet_licences(pol, t: int, origin_share: np.ndarray, compiled_reach=None)
     """Licence parameters of magnet channels this month, extraterritorial reach included.
 
     Returns (required, approval, median_months, p90_months, leakage, validity), each [R,X,C,G]
-    ([1,X,C,G] in months without extraterritorial reach).
+    ([1,X,C,G] in months without extraterritorial reach; the compiled twin returns the
+    parameters, which are the same in every run, as [1,X,C,G] always).
     A magnet made outside the actor's country needs the actor's licence when the actor's share
     of its maker's rare-earth inputs (by mass, last month) is at least the rule's threshold.
     ``compiled_reach`` is :func:`rareflow.sim.compiled.magnet_licences` (the same numbers).
