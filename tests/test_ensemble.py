@@ -530,6 +530,12 @@ def test_a_resumed_sweep_must_use_the_same_dataset(tmp_path):
     prepare(out, SC, 4, 5, 2, dataset_digest(Dataset(tables=tables)))
     with pytest.raises(ValueError, match=r"holds a different sweep \(dataset: changed\)"):
         run_sweep(out, SC, runs=4, seed=5, batch_size=2)
+    # a sweep from before fingerprints: not "changed", but unknown
+    spec = json.loads((out / "sweep.json").read_text())
+    del spec["dataset"]
+    (out / "sweep.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="made by an earlier rareflow, which did not record"):
+        run_sweep(out, SC, runs=4, seed=5, batch_size=2)
 
 
 def test_two_sweeps_never_share_task_keys():

@@ -304,6 +304,14 @@ def test_a_planned_facility_needs_include_planned():
     dumped["overrides"] = [{"facility": PLANT, "status": "construction"}]
     overridden = Scenario.model_validate(dumped)
     assert targets.check_targets(overridden.uncertain, overridden, DATASET) == []
+    # a planned facility's capacity counts without include_planned too (the mix of elements a
+    # country mines weighs every mine by capacity): not refused
+    dumped["overrides"] = []
+    dumped["uncertain"]["parameters"] = [{
+        "target": "dataset:facilities.capacity[facility_id=arafura_nolans_mine]",
+        "dist": "uniform", "low": 0.0, "high": 2.0, "how": "scale"}]
+    capacity = Scenario.model_validate(dumped)
+    assert targets.check_targets(capacity.uncertain, capacity, DATASET) == []
 
 
 def _drops_a_country() -> Scenario:
@@ -314,31 +322,53 @@ def _drops_a_country() -> Scenario:
                      end="2024-06")
 
 
-def test_a_sweep_compiles_each_choice_before_writing_anything(tmp_path):
+def test_a_sweep_compiles_each_choice_before_writing_anything(tmp_path, monkeypatch):
+    import dask.distributed
+
     from rareflow.sweep import run_sweep
 
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("the refusal must come before any batch is submitted")
+
+    monkeypatch.setattr(dask.distributed, "LocalCluster", no_cluster)
+    monkeypatch.setattr(dask.distributed, "Client", no_cluster)
     out = tmp_path / "sweep"
     with pytest.raises(ScenarioError, match="change the model's countries"):
         run_sweep(out, _drops_a_country(), runs=16, seed=3, batch_size=4)
     assert not out.exists()
 
 
-def test_a_sweep_refused_half_way_removes_what_it_wrote(tmp_path, monkeypatch):
-    # with more combinations than are compiled up front, a refusal comes from a batch; the
-    # sweep then cannot finish, and what it wrote is removed
+def test_a_sweep_refused_half_way_removes_only_what_it_wrote(tmp_path, monkeypatch):
+    # with more combinations than are compiled up front, a refusal comes from a batch (with
+    # seed 23 only the last of four holds the start year 2024): the sweep cannot finish
     import rareflow.api
+    from rareflow.ensemble import design
     from rareflow.sweep import run_sweep
 
     monkeypatch.setattr(rareflow.api, "check_compiles", lambda *args, **kwargs: [])
-    out = tmp_path / "sweep"
+    sc = _drops_a_country()
+    years = design(sc.uncertain, 16, 23)[:, 0]
+    assert (years[:12] == 2026).all() and (years[12:] == 2024).any()
+    out = tmp_path / "a" / "b" / "sweep"  # directories made for it go too
     with pytest.raises(ScenarioError, match="change the model's countries"):
-        run_sweep(out, _drops_a_country(), runs=16, seed=3, batch_size=4)
-    assert not out.exists()
-    kept = tmp_path / "mine"  # a directory the user made is kept, emptied
-    kept.mkdir()
+        run_sweep(out, sc, runs=16, seed=23, batch_size=4)
+    assert not (tmp_path / "a").exists()
+    # a directory that holds other things keeps them (a run's summary, a user's file)
+    kept = tmp_path / "runs"
+    (kept / "batches").mkdir(parents=True)
+    (kept / "summary.json").write_text("{}")
+    (kept / "batches" / "mine.txt").write_text("mine")
     with pytest.raises(ScenarioError):
-        run_sweep(kept, _drops_a_country(), runs=16, seed=3, batch_size=4)
-    assert kept.is_dir() and not any(kept.iterdir())
+        run_sweep(kept, sc, runs=16, seed=23, batch_size=4)
+    assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*")) == [
+        "batches", "batches/mine.txt", "summary.json"]
+    # a sweep begun earlier keeps its batches, and the message says what to do
+    earlier = tmp_path / "earlier"
+    assert run_sweep(earlier, sc, runs=16, seed=23, batch_size=4, max_batches=1) is None
+    with pytest.raises(ScenarioError, match="cannot finish with these values; its 3 batches "
+                       "are kept"):
+        run_sweep(earlier, sc, runs=16, seed=23, batch_size=4)
+    assert len(list((earlier / "batches").glob("batch_*.npz"))) == 3
 
 
 def test_series_names_do_not_depend_on_the_runs():

@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -97,6 +96,10 @@ def check_same_sweep(directory: Path, scenario: Scenario, runs: int, seed: int,
         return
     spec = _spec(scenario, runs, seed, batch_size, data)
     existing = json.loads(spec_path.read_text())
+    if "dataset" not in existing:
+        raise ValueError(f"{directory} holds a sweep made by an earlier rareflow, which did not "
+                         "record its dataset, so it cannot be resumed safely; use another "
+                         "--out or delete it")
     if existing != spec:
         differ = [k for k in spec if existing.get(k) != spec[k]]
         shown = "; ".join(f"{k}: was {existing.get(k)!r}, now {spec[k]!r}"
@@ -135,13 +138,28 @@ def _remove_leftovers(directory: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def _remove_sweep(directory: Path, with_directory: bool) -> None:
-    """Delete a sweep's files (and its directory, ``with_directory``, when left empty)."""
-    shutil.rmtree(directory / "batches", ignore_errors=True)
-    for name in (SWEEP_FILE, "parameters.npy", "summary.json"):
-        (directory / name).unlink(missing_ok=True)
-    if with_directory and directory.is_dir() and not any(directory.iterdir()):
-        directory.rmdir()
+def _missing_directories(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_new_sweep(directory: Path, saved: list[Path], had_values: bool,
+                      made: list[Path]) -> None:
+    """Delete what a call that began a sweep wrote: its batches, ``sweep.json``,
+    ``parameters.npy`` unless it was there before, and the directories it made (deepest first,
+    when left empty). Nothing else in the directory is touched."""
+    for path in saved:
+        path.unlink(missing_ok=True)
+    (directory / SWEEP_FILE).unlink(missing_ok=True)
+    if not had_values:
+        (directory / "parameters.npy").unlink(missing_ok=True)
+    for folder in made:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def missing_batches(directory: Path, parts: list[slice]) -> list[int]:
@@ -192,7 +210,8 @@ def run_sweep(
     if errors:
         raise ScenarioError(scenario.name, errors)
     new_sweep = not (directory / SWEEP_FILE).is_file()
-    new_directory = not directory.exists()
+    had_values = (directory / "parameters.npy").is_file()
+    made = _missing_directories(directory / "batches")
     values, parts = prepare(directory, scenario, runs, seed, batch_size, data)
     _remove_leftovers(directory)
     todo = missing_batches(directory, parts)
@@ -217,21 +236,27 @@ def run_sweep(
             futures = {client.submit(run_batch, scenario_json, values[parts[i]], data_path,
                                      backend, key=f"{prefix}-{i}"): i
                        for i in todo}
+            saved: list[Path] = []
             try:
                 for future in as_completed(futures):
                     index = futures[future]
                     _save(_batch_path(directory, index), future.result())
+                    saved.append(_batch_path(directory, index))
                     done += 1
                     if progress is not None:
                         progress(done, len(parts))
-            except ScenarioError:
+            except ScenarioError as exc:
                 # a run's values that only its compile refuses: this sweep can never finish
-                # (and a corrected scenario is another sweep), so what this call started is
-                # removed rather than left half-written
+                # (and a corrected scenario is another sweep). A sweep this call began is
+                # removed rather than left half-written; an earlier one is left as it was
                 client.cancel(list(futures))
                 if new_sweep:
-                    _remove_sweep(directory, new_directory)
-                raise
+                    _remove_new_sweep(directory, saved, had_values, made)
+                    raise
+                raise ScenarioError(exc.source, [*exc.errors, (
+                    f"--out (value {str(directory)!r}): this sweep cannot finish with these "
+                    f"values; its {len(parts) - len(missing_batches(directory, parts))} "
+                    "batches are kept: delete the directory or use another --out")]) from None
         finally:
             client.close()
             if cluster is not None:

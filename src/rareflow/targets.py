@@ -214,11 +214,19 @@ def check_targets(uncertainties: Uncertainties, scenario: Scenario,
             errors.append(f"{where}: no row of {target.table} matches")
         elif p.how == "scale" and frame.loc[rows, target.column].isna().any():
             errors.append(f"{where}: a selected cell is empty; 'scale' needs a value to scale")
-        elif target.table == "facilities" and _only_unbuilt(frame.loc[rows], scenario):
+        elif (target.table == "facilities" and target.column in _PIPELINE_ONLY
+              and _only_unbuilt(frame.loc[rows], scenario)):
             errors.append(f"{where}: selects only planned facilities, which this scenario "
-                          "leaves out (settings.include_planned is false), so the value could "
-                          "not change any run; set include_planned: true")
+                          f"does not build (settings.include_planned is false), so their "
+                          f"{target.column} could not change any run; set include_planned: "
+                          "true")
     return errors
+
+
+#: Facility columns read only where a facility is built (compile.py, ``_pipeline``): a
+#: planned facility's capacity counts elsewhere too (the mix of a country's mined elements,
+#: outages), so only these are refused for facilities a scenario does not build.
+_PIPELINE_ONLY = ("start_year", "ramp_years")
 
 
 def _only_unbuilt(facilities, scenario: Scenario) -> bool:
