@@ -85,7 +85,8 @@ def _profile(fn) -> list[tuple[str, float]]:
     stats = pstats.Stats(prof, stream=io.StringIO()).stats
     total = max(v[3] for v in stats.values())
     parts = {
-        "allocation (compiled.allocate)": ("compiled.py", ("allocate",)),
+        "allocation (compiled.allocate_with_totals)": ("compiled.py",
+                                                       ("allocate_with_totals",)),
         "licence queue (LicenceQueue.step, allowed_share)": ("licences.py",
                                                              ("step", "allowed_share")),
         "licence requests (compiled.licence_requests)": ("compiled.py", ("licence_requests",)),
