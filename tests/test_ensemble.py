@@ -155,9 +155,15 @@ def test_run_parameters_outside_their_ranges_stop_the_ensemble_before_it_runs():
     ticks = []
     with pytest.raises(ScenarioError, match=r"uncertain.parameters\[0\] \(mine_scale, value "
                                             r"-[0-9.]+\) in run [0-9]+: mine_scale must lie in "
-                                            r"\[0, inf\]"):
+                                            r"\[0, 1000\]"):
         simulate(DATASET, sc, runs=64, seed=1, progress=lambda d, t: ticks.append(d))
     assert ticks == []
+    # huge but finite draws (a lognormal around 1e304) would overflow the model's tonnes to
+    # inf and NaN: the upper ends of the ranges refuse them too
+    huge = _short(parameters=[{"target": "mine_scale", "dist": "lognormal", "mean": 700.0,
+                               "sd": 0.1}])
+    with pytest.raises(ScenarioError, match=r"mine_scale must lie in \[0, 1000\]"):
+        simulate(DATASET, huge, runs=4, seed=1)
 
 
 def test_the_median_of_a_choice_is_its_lower_weighted_median():

@@ -96,7 +96,7 @@ def test_runs_that_would_fail_are_refused_not_queued(client):
     assert client.post("/api/scenarios", json=body).status_code in (200, 201)
     res = client.post("/api/runs", json={"scenario": "tails", "runs": 40})
     assert res.status_code == 422
-    assert "mine_scale must lie in [0, inf]" in res.json()["detail"]["errors"][0]
+    assert "mine_scale must lie in [0, 1000]" in res.json()["detail"]["errors"][0]
     sobol = {"name": "sobol3", "end": "2024-06", "uncertain": {"sampling": "sobol", "parameters": [
         {"target": "demand_scale", "dist": "uniform", "low": 0.9, "high": 1.1}]}}
     assert client.post("/api/scenarios", json=sobol).status_code in (200, 201)
@@ -148,6 +148,33 @@ def test_interrupted_runs_are_marked_failed_on_restart(tmp_path):
     reopened = Store(tmp_path / "s")
     run = reopened.get_run(run_id)
     assert run["status"] == "failed" and "restart" in run["error"]
+
+
+def test_every_refusal_has_one_shape_and_the_schema_says_so(client):
+    # FastAPI's own validation errors and the server's refusals share one body:
+    # {"detail": {"errors": ["field (value ...): rule", ...]}}
+    for body, start in [({"scenario": "baseline", "runs": 0}, "runs (value 0): "),
+                        ({"scenario": "baseline", "runs": True}, "runs (value True): "),
+                        ({"scenario": "baseline", "runs": "4"}, "runs (value '4'): "),
+                        ({"scenario": "baseline", "seed": -1}, "seed (value -1): "),
+                        ({"scenario": "baseline", "runs": 51}, "runs (value 51): at most 50")]:
+        res = client.post("/api/runs", json=body)
+        assert res.status_code == 422, body
+        assert res.json()["detail"]["errors"][0].startswith(start), res.json()
+    schema = client.get("/openapi.json").json()
+    refusal = schema["paths"]["/api/runs"]["post"]["responses"]["422"]
+    assert refusal["content"]["application/json"]["schema"]["$ref"].endswith("/Refusal")
+    assert client.get("/api/runs").json() == []
+
+
+def test_a_scenario_that_cannot_run_even_once_is_not_saved(client):
+    # its uncertain parameter's median is outside the range: every run, even one, would be
+    # refused, so validation and saving refuse it too
+    body = {"name": "never", "end": "2024-06", "uncertain": {"parameters": [
+        {"target": "demand_scale", "dist": "normal", "mean": -1.0, "sd": 0.05}]}}
+    answer = client.post("/api/scenarios/validate", json=body).json()
+    assert not answer["valid"] and "demand_scale must lie in [0, 1000]" in answer["errors"][0]
+    assert client.post("/api/scenarios", json=body).status_code == 422
 
 
 def test_no_server_error_on_generated_input(tmp_path):

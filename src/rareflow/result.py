@@ -453,7 +453,9 @@ class Result:
             "months": self.months,
             "series": {name: _bands(v) for name, v in self.series().items()},
             "headline": headline,
-            "checks": self.checks(),
+            # (not finite: None, as JSON has no NaN)
+            "checks": {k: (float(v) if np.isfinite(v) else None)
+                       for k, v in self.checks().items()},
         }
         if attrs.get("notes"):
             out["notes"] = json.loads(attrs["notes"])

@@ -22,13 +22,14 @@ from typing import Any, Literal
 import jinja2
 import plotly.offline
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from rareflow import __version__
 from rareflow.api import check, response_errors, run_design, simulate
 from rareflow.data import TABLE_ORDER, Dataset, load_dataset, table_records
-from rareflow.error_lines import validation_lines
+from rareflow.error_lines import field_path, validation_lines
 from rareflow.report.compare import deltas
 from rareflow.report.compare import render as render_compare
 from rareflow.report.html import write_report
@@ -52,8 +53,10 @@ class RunRequest(BaseModel):
 
     scenario: str = Field(min_length=1, max_length=200,
                           description="Name of a built-in or saved scenario.")
-    runs: int = Field(1, ge=1, description="Ensemble size (bounded by the server).")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    # strict: true or "4" is not a run count
+    runs: int = Field(1, ge=1, strict=True, description="Ensemble size, at most the server's "
+                      "limit (rareflow serve --max-runs, default 2000).")
+    seed: int = Field(0, ge=0, le=2**31 - 1, strict=True)
 
 
 class ExposureRequest(BaseModel):
@@ -61,8 +64,18 @@ class ExposureRequest(BaseModel):
 
     bom: dict[str, Any] = Field(description="A bill of materials (docs/exposure.md).")
     scenario: str = Field("history-2025", min_length=1, max_length=200)
-    runs: int = Field(1, ge=1, le=20)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    runs: int = Field(1, ge=1, le=20, strict=True)
+    seed: int = Field(0, ge=0, le=2**31 - 1, strict=True)
+
+
+class Problems(BaseModel):
+    errors: list[str] = Field(description="One 'field (value ...): rule' line per problem.")
+
+
+class Refusal(BaseModel):
+    """The body of every 422: the request was understood but cannot be run or saved."""
+
+    detail: Problems
 
 
 class ScenarioDoc(BaseModel):
@@ -148,7 +161,21 @@ def create_app(store_dir: str | Path, token: str | None = None, max_runs: int = 
         store.close()
 
     app = FastAPI(title="rareflow", version=__version__, lifespan=lifespan,
-                  description="Rare-earth supply chain simulator: scenarios, runs, reports.")
+                  description="Rare-earth supply chain simulator: scenarios, runs, reports.",
+                  responses={422: {"model": Refusal, "description": "Refused: one 'field "
+                                   "(value ...): rule' line per problem."}})
+
+    @app.exception_handler(RequestValidationError)
+    async def refused(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """Requests that do not match their schema get the same 422 body as the server's own
+        refusals (``{"detail": {"errors": [...]}}``), not FastAPI's list."""
+        lines = []
+        for item in exc.errors():
+            path = field_path(tuple(item["loc"][1:])) or "(body)"
+            value = item.get("input")
+            shown = "" if isinstance(value, dict | list) else f" (value {value!r})"
+            lines.append(f"{path}{shown}: {item['msg'].removeprefix('Value error, ')}")
+        return JSONResponse({"detail": {"errors": lines}}, status_code=422)
     templates = jinja2.Environment(
         loader=jinja2.PackageLoader("rareflow.server", "templates"),
         autoescape=jinja2.select_autoescape(["html"]))
@@ -191,6 +218,8 @@ def create_app(store_dir: str | Path, token: str | None = None, max_runs: int = 
         errors = check_scenario(sc, dataset)
         if not errors:
             errors = response_errors(dataset, sc)
+        if not errors:  # the scenario as written (each uncertain parameter at its median)
+            errors = run_design(dataset, sc, 1, 0)[0]
         if errors:
             raise HTTPException(422, {"errors": errors})
         return sc
@@ -277,13 +306,13 @@ def create_app(store_dir: str | Path, token: str | None = None, max_runs: int = 
         if request.runs > max_runs:
             raise HTTPException(422, {"errors": [f"runs (value {request.runs}): at most "
                                                  f"{max_runs} on this server"]})
+        sc, _ = resolve(request.scenario)
+        errors = run_design(dataset, sc, request.runs, request.seed)[0]
+        if errors:  # a run that would fail is refused here, not queued (nor told to retry)
+            raise HTTPException(422, {"errors": errors})
         if store.count_active() >= max_active:
             raise HTTPException(429, f"{max_active} runs are already queued or running; try "
                                      "again when one finishes")
-        sc, _ = resolve(request.scenario)
-        errors = run_design(dataset, sc, request.runs, request.seed)[0]
-        if errors:  # a run that would fail is refused here, not queued
-            raise HTTPException(422, {"errors": errors})
         run_id = store.create_run(sc.name, json.loads(sc.model_dump_json()), request.runs,
                                   request.seed)
         jobs.submit(run_id, sc, request.runs, request.seed)

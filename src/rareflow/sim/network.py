@@ -21,13 +21,16 @@ RUN_PARAMETERS = ("price_elasticity", "switching_rate", "approval_scale", "leaka
                   "pipeline_delay_months", "pipeline_completion", "long_run_elasticity")
 
 #: Inclusive ranges of the run parameters: shares in [0, 1], scales and delays not negative,
-#: elasticities positive (prices divide by them).
+#: elasticities positive (prices divide by them) and at most 5, as the scenario's own
+#: ``settings.price_elasticity``. The upper ends of scales (1,000x) and delays (1,200 months)
+#: are numerical guards, far beyond any question the model answers: tonnes scaled near 1e300
+#: overflow to inf and NaN, and a delay past the horizon is the same as 1,200 months.
 RUN_PARAMETER_BOUNDS = {
-    "price_elasticity": (1e-3, np.inf), "switching_rate": (0.0, 1.0),
-    "approval_scale": (0.0, np.inf), "leakage": (0.0, 1.0), "demand_scale": (0.0, np.inf),
-    "mine_scale": (0.0, np.inf), "magnet_capacity_scale": (0.0, np.inf),
-    "pipeline_delay_months": (0.0, np.inf), "pipeline_completion": (0.0, 1.0),
-    "long_run_elasticity": (1e-3, np.inf),
+    "price_elasticity": (1e-3, 5.0), "switching_rate": (0.0, 1.0),
+    "approval_scale": (0.0, 1e3), "leakage": (0.0, 1.0), "demand_scale": (0.0, 1e3),
+    "mine_scale": (0.0, 1e3), "magnet_capacity_scale": (0.0, 1e3),
+    "pipeline_delay_months": (0.0, 1200.0), "pipeline_completion": (0.0, 1.0),
+    "long_run_elasticity": (1e-3, 5.0),
 }
 
 
