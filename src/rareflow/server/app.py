@@ -79,7 +79,21 @@ class Refusal(BaseModel):
 
 
 class ScenarioDoc(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """A scenario document, as the YAML files of the scenario library (README, "Scenarios";
+    src/rareflow/scenarios/*.yaml):
+    ``name``, ``start``, ``end``, ``events``, ``policies``, ``settings``, ``responses`` and an
+    ``uncertain`` block for ensembles (distributions, correlations, sampling, thresholds:
+    docs/ensembles.md). The whole document is validated as a scenario; refusals come back as
+    422 lines that name the field, the value and the rule."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "name": "my-ensemble", "start": "2024-01", "end": "2026-12",
+        "policies": {"include": ["CN-2025-18-MHREE"]},
+        "uncertain": {"sampling": "lhs", "parameters": [
+            {"target": "approval_scale", "dist": "uniform", "low": 0.5, "high": 1.1},
+            {"target": "demand_scale", "dist": "normal", "mean": 1.0, "sd": 0.05}],
+            "correlation": [["approval_scale", "demand_scale", 0.3]],
+            "thresholds": {"shortfall_total_t": [100000]}}}]})
 
     name: str = Field(min_length=1, max_length=120, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
