@@ -167,6 +167,17 @@ def test_every_refusal_has_one_shape_and_the_schema_says_so(client):
     assert client.get("/api/runs").json() == []
 
 
+def test_malformed_requests_get_messages_a_person_can_act_on(client):
+    res = client.post("/api/runs", content=b'{"scenario": "baseline", runs: 2}',
+                      headers={"content-type": "application/json"})
+    assert res.status_code == 422
+    assert res.json()["detail"]["errors"] == [
+        "(body): not valid JSON (at character 25: Expecting property name enclosed in double "
+        "quotes)"]
+    res = client.get("/api/compare")
+    assert res.json()["detail"]["errors"] == ["a: required", "b: required"]
+
+
 def test_a_scenario_that_cannot_run_even_once_is_not_saved(client):
     # its uncertain parameter's median is outside the range: every run, even one, would be
     # refused, so validation and saving refuse it too
@@ -275,6 +286,14 @@ def test_browser_journey(tmp_path):
             expect(page.locator("table")).to_contain_text("shortfall_total_t")
             expect(page.locator(".js-plotly-plot").first).to_be_visible()
             page.screenshot(path=str(ARTIFACTS / "web-4-compare.png"), full_page=True)
+            # the exposure page analyses its YAML example as it stands (it once posted YAML as
+            # text/plain, which the API refused every time)
+            page.goto(base + "/exposure")
+            page.click("#analyse")
+            expect(page.locator("#products")).to_contain_text("months to stock-out",
+                                                              timeout=120_000)
+            expect(page.locator("#errors")).to_be_empty()
+            page.screenshot(path=str(ARTIFACTS / "web-6-exposure.png"), full_page=True)
             browser.close()
         # restart the server: both runs are still listed
         server.terminate()

@@ -412,9 +412,10 @@ def _print_summary(summary: dict) -> None:
         table.add_row(year, f"{exports:,.0f}", f"{short:,.0f}", price("NdPr_oxide"),
                       price("Dy2O3"))
     out.print(table)
-    checks = summary["checks"]
-    out.print(f"mass balance max rel. error {checks['mass_balance_max_rel_error']:.1e}, "
-              f"min stock {checks['min_stock_t']:.1e} t")
+    checks = {k: ("n/a (not a number)" if v is None else f"{v:.1e}")
+              for k, v in summary["checks"].items()}
+    out.print(f"mass balance max rel. error {checks['mass_balance_max_rel_error']}, "
+              f"min stock {checks['min_stock_t']} t")
 
 
 @app.command("check")

@@ -185,9 +185,19 @@ def create_app(store_dir: str | Path, token: str | None = None, max_runs: int = 
         refusals (``{"detail": {"errors": [...]}}``), not FastAPI's list."""
         lines = []
         for item in exc.errors():
-            path = field_path(tuple(item["loc"][1:])) or "(body)"
+            loc = tuple(item["loc"])
+            if item["type"] == "json_invalid":  # loc holds the character offset
+                reason = (item.get("ctx") or {}).get("error", "")
+                lines.append(f"(body): not valid JSON (at character {loc[-1]}: {reason})")
+                continue
+            path = field_path(loc[1:]) or "(body)"
+            if item["type"] == "missing":
+                lines.append(f"{path}: required")
+                continue
             value = item.get("input")
-            shown = "" if isinstance(value, dict | list) else f" (value {value!r})"
+            # the user's own mappings, lists and raw bodies are not echoed back
+            shown = ("" if isinstance(value, dict | list | bytes) or len(repr(value)) > 200
+                     else f" (value {value!r})")
             lines.append(f"{path}{shown}: {item['msg'].removeprefix('Value error, ')}")
         return JSONResponse({"detail": {"errors": lines}}, status_code=422)
     templates = jinja2.Environment(
