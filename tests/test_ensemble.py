@@ -30,6 +30,12 @@ def _unc(**kw):
     return Uncertainties.model_validate(kw)
 
 
+def _pair(first: dict, second: dict, rho: float, sampling: str) -> Uncertainties:
+    """Two parameters with a rank correlation ``rho`` between them."""
+    return _unc(sampling=sampling, parameters=[first, second],
+                correlation=[(first["target"], second["target"], rho)])
+
+
 # ---- sampling -------------------------------------------------------------------------------
 def test_sampling_is_reproducible_and_respects_the_distributions():
     u = _unc(sampling="lhs", parameters=[
@@ -52,10 +58,8 @@ def test_sampling_is_reproducible_and_respects_the_distributions():
 
 
 def test_correlation_is_imposed():
-    u = _unc(sampling="mc", parameters=[
-        {"target": "approval_scale", "dist": "uniform", "low": 0, "high": 1},
-        {"target": "demand_scale", "dist": "normal", "mean": 1, "sd": 0.1}],
-        correlation=[("approval_scale", "demand_scale", 0.6)])
+    u = _pair({"target": "approval_scale", "dist": "uniform", "low": 0, "high": 1},
+              {"target": "demand_scale", "dist": "normal", "mean": 1, "sd": 0.1}, 0.6, "mc")
     _, v = sample(u, 20000, seed=1)
     rho = stats.spearmanr(v[:, 0], v[:, 1]).statistic
     assert rho == pytest.approx(0.6, abs=0.02)
@@ -100,11 +104,9 @@ def test_a_choice_keeps_its_correlation_whatever_the_order_of_its_values(values)
     # higher value only if its values are taken in ascending order (the order in the YAML file
     # must not matter: before, [0.05, 0.02, 0.0] reversed the sign of the correlation)
     weights = dict(zip([0.0, 0.02, 0.05], [0.5, 0.3, 0.2], strict=True))
-    u = _unc(sampling="lhs", parameters=[
-        {"target": "demand_scale", "dist": "uniform", "low": 0.8, "high": 1.2},
-        {"target": "leakage", "dist": "choice", "values": values,
-         "weights": [weights[v] for v in values]}],
-        correlation=[("demand_scale", "leakage", 0.8)])
+    u = _pair({"target": "demand_scale", "dist": "uniform", "low": 0.8, "high": 1.2},
+              {"target": "leakage", "dist": "choice", "values": values,
+               "weights": [weights[v] for v in values]}, 0.8, "lhs")
     _, v = sample(u, 2000, seed=1)
     assert stats.spearmanr(v[:, 0], v[:, 1]).statistic > 0.6
     assert np.mean(v[:, 1] == 0.05) == pytest.approx(0.2, abs=0.01)  # weights follow values
@@ -130,10 +132,8 @@ def test_distributions_refuse_numbers_they_cannot_use(spec, rule):
 
 
 def test_correlated_latin_hypercube_keeps_its_strata():
-    u = _unc(sampling="lhs", parameters=[
-        {"target": "approval_scale", "dist": "uniform", "low": 0, "high": 1},
-        {"target": "demand_scale", "dist": "uniform", "low": 0, "high": 1}],
-        correlation=[("approval_scale", "demand_scale", 0.6)])
+    u = _pair({"target": "approval_scale", "dist": "uniform", "low": 0, "high": 1},
+              {"target": "demand_scale", "dist": "uniform", "low": 0, "high": 1}, 0.6, "lhs")
     _, v = sample(u, 1000, seed=2)
     for k in range(2):  # one draw in each of 1000 equal strata, in both columns
         assert len(np.unique(np.floor(v[:, k] * 1000))) == 1000

@@ -24,6 +24,8 @@ from scipy.stats import qmc
 from rareflow.sim.network import RUN_PARAMETER_BOUNDS, RUN_PARAMETERS, RunParameters
 
 Distribution = Literal["uniform", "triangular", "normal", "lognormal", "beta", "choice"]
+#: The numbers a distribution may be given (each distribution uses some of them).
+_NUMBERS = ("low", "high", "mode", "mean", "sd", "a", "b")
 
 
 class Uncertain(BaseModel):
@@ -69,7 +71,7 @@ class Uncertain(BaseModel):
         if missing:
             raise ValueError(f"a {self.dist} distribution needs {', '.join(missing)}")
         takes = need + (("weights",) if self.dist == "choice" else ())
-        for key in ("low", "high", "mode", "mean", "sd", "a", "b", "values", "weights"):
+        for key in (*_NUMBERS, "values", "weights"):
             if key not in takes and getattr(self, key) is not None:
                 hint = (" (it is not truncated: bounds need a uniform, triangular or beta "
                         "distribution)" if key in ("low", "high") else "")
@@ -90,7 +92,7 @@ class Uncertain(BaseModel):
                 or sum(self.weights) <= 0):
             raise ValueError(f"weights (value {self.weights}): must be finite, >= 0 and have "
                              "a positive sum")
-        numbers = {k: getattr(self, k) for k in ("low", "high", "mode", "mean", "sd", "a", "b")}
+        numbers = {k: getattr(self, k) for k in _NUMBERS}
         numbers.update({f"values[{i}]": v for i, v in enumerate(self.values or [])})
         for key, number in numbers.items():
             if number is not None and not math.isfinite(number):

@@ -35,21 +35,29 @@ def field_path(loc: tuple, skip_tags: Collection[str] = ()) -> str:
     return out
 
 
+def error_line(item: dict, loc: tuple | None = None, prefix: str = "",
+               skip_tags: Collection[str] = (), whole: str = "(top level)") -> str:
+    """One pydantic error (an item of ``ValidationError.errors()``) as ``field (value ...):
+    rule``. ``loc`` replaces the item's own location (the API drops FastAPI's leading
+    ``body``); the field is prefixed by ``prefix``; ``whole`` names an error of the whole input.
+
+    Values that are mappings, lists or raw bytes are not repeated (they are the user's whole
+    block), nor are values longer than 200 characters.
+    """
+    path = field_path(tuple(item["loc"] if loc is None else loc), skip_tags)
+    if prefix:
+        path = f"{prefix}{'' if not path or path.startswith('[') else '.'}{path}"
+    value = item.get("input")
+    shown = ("" if isinstance(value, dict | list | bytes) or len(repr(value)) > 200
+             else f" (value {value!r})")
+    # pydantic prefixes the message of a validator's ValueError with "Value error, "; the
+    # message itself already says what is wrong
+    message = item["msg"].removeprefix("Value error, ")
+    return f"{path or whole}{shown}: {message}"
+
+
 def validation_lines(exc: ValidationError, prefix: str = "",
                      skip_tags: Collection[str] = ()) -> list[str]:
-    """Each pydantic error as ``field (value ...): rule``, the field prefixed by ``prefix``.
-
-    Values that are mappings or lists are not repeated (they are the user's whole block).
-    """
-    lines = []
-    for item in exc.errors():
-        path = field_path(tuple(item["loc"]), skip_tags)
-        if prefix:
-            path = f"{prefix}{'' if not path or path.startswith('[') else '.'}{path}"
-        value = item.get("input")
-        shown = "" if isinstance(value, dict | list) else f" (value {value!r})"
-        # pydantic prefixes the message of a validator's ValueError with "Value error, ";
-        # the message itself already says what is wrong
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{path or '(top level)'}{shown}: {message}")
-    return lines
+    """Each pydantic error as ``field (value ...): rule`` (:func:`error_line`), the field
+    prefixed by ``prefix``."""
+    return [error_line(item, prefix=prefix, skip_tags=skip_tags) for item in exc.errors()]

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rareflow import __version__
 from rareflow.api import check, response_errors, run_design, simulate
 from rareflow.data import TABLE_ORDER, Dataset, load_dataset, table_records
-from rareflow.error_lines import field_path, validation_lines
+from rareflow.error_lines import error_line, field_path, validation_lines
 from rareflow.report.compare import deltas
 from rareflow.report.compare import render as render_compare
 from rareflow.report.html import write_report
@@ -190,15 +190,10 @@ def create_app(store_dir: str | Path, token: str | None = None, max_runs: int = 
                 reason = (item.get("ctx") or {}).get("error", "")
                 lines.append(f"(body): not valid JSON (at character {loc[-1]}: {reason})")
                 continue
-            path = field_path(loc[1:]) or "(body)"
-            if item["type"] == "missing":
-                lines.append(f"{path}: required")
+            if item["type"] == "missing":  # (its input is the enclosing value, or None)
+                lines.append(f"{field_path(loc[1:]) or '(body)'}: required")
                 continue
-            value = item.get("input")
-            # the user's own mappings, lists and raw bodies are not echoed back
-            shown = ("" if isinstance(value, dict | list | bytes) or len(repr(value)) > 200
-                     else f" (value {value!r})")
-            lines.append(f"{path}{shown}: {item['msg'].removeprefix('Value error, ')}")
+            lines.append(error_line(item, loc=loc[1:], whole="(body)"))
         return JSONResponse({"detail": {"errors": lines}}, status_code=422)
     templates = jinja2.Environment(
         loader=jinja2.PackageLoader("rareflow.server", "templates"),

@@ -200,7 +200,7 @@ def _allocate(supply, need, allowed, preference, home_first, all_open):  # pragm
             for k in range(k_n):
                 flow[r, x, x, k] = max(home_fill[x, k], 0.0)
         # totals by seller (over buyers, ascending) and by buyer (over sellers, ascending, home
-        # in its place): einsum's order for these non-contiguous axes
+        # in its place): the order of market.flow_totals (einsum over non-contiguous axes)
         for c in range(n):
             for k in range(k_n):
                 got = 0.0
@@ -237,7 +237,7 @@ def allocate_with_totals(supply: np.ndarray, need: np.ndarray, allowed: np.ndarr
     """
     if supply.shape[2] == 1:
         flow, asked = market.allocate(supply, need, allowed, preference, home_first)
-        return flow, asked, np.einsum("rxck->rxk", flow), np.einsum("rxck->rck", flow)
+        return flow, asked, *market.flow_totals(flow)
     runs = supply.shape[0]
     allowed = _per_run(allowed, runs)
     all_open = allowed.shape[0] == 1 and bool((allowed >= 1.0 - 1e-9).all())

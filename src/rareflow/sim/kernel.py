@@ -29,7 +29,7 @@ import numpy as np
 from rareflow.policy.licences import LicenceQueue, review_hazards
 from rareflow.policy.triggers import NEVER
 from rareflow.sim import compiled
-from rareflow.sim.market import allocate, switch_preferences
+from rareflow.sim.market import allocate, flow_totals, switch_preferences
 from rareflow.sim.network import Controls, Network, RunParameters
 from rareflow.sim.prices import PriceState
 from rareflow.sim.responses import POLICY_COSTS, ResponseInputs, ResponseState
@@ -534,7 +534,7 @@ def _allocate_with_totals(supply: np.ndarray, need: np.ndarray, allowed: np.ndar
     """:func:`rareflow.sim.market.allocate` (flow, asked [R,X,C,K]) and the flow's totals by
     seller [R,X,K] and by buyer [R,C,K]."""
     flow, asked = allocate(supply, need, allowed, preference, home_first)
-    return flow, asked, np.einsum("rxck->rxk", flow), np.einsum("rxck->rck", flow)
+    return flow, asked, *flow_totals(flow)
 
 
 def _stockpile_price(resp: ResponseState, price: np.ndarray, multiple: np.ndarray,

@@ -205,3 +205,13 @@ def switch_preferences(
     moved = take.sum(axis=1)
     gain = _safe_div(target, total) * moved[:, None, :]
     return preference - take + gain
+
+
+def flow_totals(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Totals of allocated flows [R, X, C, K]: by seller [R, X, K] and by buyer [R, C, K].
+
+    einsum sums these non-contiguous axes in ascending order; the compiled allocation
+    (:func:`rareflow.sim.compiled.allocate_with_totals`) sums in the same order, so both give
+    the same numbers.
+    """
+    return np.einsum("rxck->rxk", flow), np.einsum("rxck->rck", flow)
