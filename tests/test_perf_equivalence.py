@@ -26,7 +26,7 @@ from rareflow.policy.licences import (
     licence_channels,
     review_hazards,
 )
-from rareflow.sim.market import allocate
+from rareflow.sim.market import MASS_EPS_T, allocate
 
 _EPS = 1e-12
 
@@ -103,19 +103,20 @@ class _DenseQueue:
         return out
 
 
-def _dense_safe_div(num, den):
-    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > _EPS)
+def _dense_safe_div(num, den, eps=MASS_EPS_T):
+    # tonnes count from MASS_EPS_T (the model's rule since it replaced 1e-12 t); shares from _EPS
+    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > eps)
 
 
 def _dense_foreign_requests(unmet, weights):
-    share = _dense_safe_div(weights, weights.sum(axis=1, keepdims=True))
+    share = _dense_safe_div(weights, weights.sum(axis=1, keepdims=True), eps=_EPS)
     return unmet[:, None, :, :] * share
 
 
 def _dense_serve(supply, home, foreign, home_first):
     foreign_total = foreign.sum(axis=2)
     ratio = np.minimum(1.0, _dense_safe_div(supply, home + foreign_total))
-    ratio = np.where(home + foreign_total > _EPS, ratio, 0.0)
+    ratio = np.where(home + foreign_total > MASS_EPS_T, ratio, 0.0)
     home_pr = home * ratio
     foreign_pr = foreign * ratio[:, :, None, :]
     home_hf = np.minimum(home, supply)
@@ -144,7 +145,7 @@ def _dense_allocate(supply, need, allowed, preference, home_first):
     spare = np.maximum(remaining_supply, 0.0)
     lack = np.maximum(remaining_need, 0.0)
     fully_open = allowed >= 1.0 - 1e-9
-    weights2 = weights * (spare[:, :, None, :] > _EPS) * fully_open
+    weights2 = weights * (spare[:, :, None, :] > MASS_EPS_T) * fully_open
     asked2 = _dense_foreign_requests(lack, weights2)
     ratio = np.minimum(1.0, _dense_safe_div(spare, asked2.sum(axis=2)))
     flow += asked2 * ratio[:, :, None, :]

@@ -15,14 +15,16 @@ concentrate shipments (:func:`ship_concentrate`) and grade ratios (:func:`grade_
 They compute the same numbers as the numpy versions, operation for operation and in the same
 order of summation (ascending index; numpy's pairwise summation where numpy reduces a contiguous
 row, :func:`_pairwise_sum`): tests/test_compiled.py holds them, and the whole kernel, to 1e-9,
-and they agree bit for bit on the cases tested. That matters: the allocation turns last-bit
-differences into different allocations (a supplier with 1e-13 t left crosses the 1e-12 t
-threshold or not). The promise holds for C-ordered arrays, which the kernel passes (numpy sums
-a Fortran-ordered array in another order). Shapes where numpy reduces a contiguous axis that the
-loops here would sum in order (one product in an allocation, one channel in a licence queue) run
-in numpy. Numba is optional: without it :data:`AVAILABLE` is False and the kernel uses numpy
-(``backend="numpy"``; ``"auto"`` picks this module when it can). The first use on a machine
-compiles the functions (a few seconds); Numba caches them on disk.
+and they agree bit for bit on the cases tested (for C-ordered arrays, which the kernel passes;
+numpy sums a Fortran-ordered array in another order). Since the allocation counts tonnes from
+:data:`rareflow.sim.market.MASS_EPS_T` (1 g) instead of 1e-12 t, a last-bit difference no
+longer turns into a different allocation (tests/test_robustness.py), so the same order is a
+convenience for checking, not a condition for agreeing to 1e-9. Shapes where numpy reduces a
+contiguous axis that the loops here would sum in order (one product in an allocation, one
+channel in a licence queue) run in numpy. Numba is optional: without it :data:`AVAILABLE` is
+False and the kernel uses numpy (``backend="numpy"``; ``"auto"`` picks this module when it
+can). The first use on a machine compiles the functions (a few seconds); Numba caches them on
+disk.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ except ImportError:  # pragma: no cover - exercised on machines without numba
 AVAILABLE = njit is not None
 BACKENDS = ("auto", "numpy", "numba")
 _EPS = 1e-12
+_MASS_EPS = market.MASS_EPS_T  # the allocation's and switching's threshold for tonnes
 
 
 def resolve(backend: str) -> str:
@@ -82,15 +85,18 @@ def _suppliers(preference, r, suppliers, count):  # pragma: no cover
 
 
 @_jit
-def _allocate(supply, need, allowed, preference, home_first, all_open):  # pragma: no cover
+def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  # pragma: no cover
     # Loops visit only buyers with something to ask for and suppliers they prefer: every other
     # channel's request and flow is zero in the numpy version too (0 * x), and skipping a zero
     # term leaves each sum unchanged. Sums run in the numpy version's order (ascending index).
+    # ``asked`` [R | 1, X, C, K]: every run's requests, or one run's scratch (only their sums
+    # over products are returned then).
     runs, n, k_n = supply.shape
     flow = np.zeros((runs, n, n, k_n))
-    asked = np.zeros((runs, n, n, k_n))
     by_seller = np.zeros((runs, n, k_n))
     by_buyer = np.zeros((runs, n, k_n))
+    asked_route = np.zeros((runs, n, n))
+    flow_route = np.zeros((runs, n, n))
     second = np.zeros((n, n, k_n))
     suppliers = np.zeros((n, n), dtype=np.int64)
     count = np.zeros(n, dtype=np.int64)
@@ -102,6 +108,10 @@ def _allocate(supply, need, allowed, preference, home_first, all_open):  # pragm
     den = np.zeros((n, k_n))
     for r in range(runs):
         a = allowed[r] if allowed.shape[0] > 1 else allowed[0]
+        ra = r
+        if asked.shape[0] == 1:
+            ra = 0
+            asked[0] = 0.0
         _suppliers(preference, r, suppliers, count)
         # round 1: the need home supply cannot cover, split over open foreign routes
         total[:] = 0.0
@@ -121,7 +131,7 @@ def _allocate(supply, need, allowed, preference, home_first, all_open):  # pragm
                     x = suppliers[c, j]
                     if a[x, c, k] > _EPS:
                         q = preference[r, x, c] / d * unmet
-                        asked[r, x, c, k] = q
+                        asked[ra, x, c, k] = q
                         f = q if all_open else q * a[x, c, k]
                         flow[r, x, c, k] = f
                         total[x, k] += f
@@ -132,12 +142,12 @@ def _allocate(supply, need, allowed, preference, home_first, all_open):  # pragm
                 s = supply[r, x, k]
                 ft = total[x, k]
                 wanted = home + ft
-                ratio = min(1.0, s / wanted if wanted > _EPS else 0.0)
-                if not wanted > _EPS:
+                ratio = min(1.0, s / wanted if wanted > _MASS_EPS else 0.0)
+                if not wanted > _MASS_EPS:
                     ratio = 0.0
                 if home_first[x]:
                     home_hf = min(home, s)
-                    scale[x, k] = min(1.0, (s - home_hf) / ft if ft > _EPS else 0.0)
+                    scale[x, k] = min(1.0, (s - home_hf) / ft if ft > _MASS_EPS else 0.0)
                     home_fill[x, k] = home_hf
                 else:
                     scale[x, k] = ratio
@@ -169,7 +179,7 @@ def _allocate(supply, need, allowed, preference, home_first, all_open):  # pragm
                 d = 0.0
                 for j in range(count[c]):
                     x = suppliers[c, j]
-                    if spare[x, k] > _EPS and a[x, c, k] >= 1.0 - 1e-9:
+                    if spare[x, k] > _MASS_EPS and a[x, c, k] >= 1.0 - 1e-9:
                         d += preference[r, x, c]
                 den[c, k] = d
                 if not d > _EPS:
@@ -177,14 +187,14 @@ def _allocate(supply, need, allowed, preference, home_first, all_open):  # pragm
                 for j in range(count[c]):
                     x = suppliers[c, j]
                     q = 0.0
-                    if spare[x, k] > _EPS and a[x, c, k] >= 1.0 - 1e-9:
+                    if spare[x, k] > _MASS_EPS and a[x, c, k] >= 1.0 - 1e-9:
                         q = preference[r, x, c] / d * lack[c, k]
                     second[x, c, k] = q
                     total[x, k] += q
         for x in range(n):
             for k in range(k_n):
                 t = total[x, k]
-                scale[x, k] = min(1.0, spare[x, k] / t if t > _EPS else 0.0)
+                scale[x, k] = min(1.0, spare[x, k] / t if t > _MASS_EPS else 0.0)
         for c in range(n):
             for k in range(k_n):
                 asked_again = lack[c, k] != 0.0 and den[c, k] > _EPS
@@ -194,7 +204,7 @@ def _allocate(supply, need, allowed, preference, home_first, all_open):  # pragm
                     if asked_again:
                         q = second[x, c, k]
                         f += q * scale[x, k]
-                        asked[r, x, c, k] += q
+                        asked[ra, x, c, k] += q
                     flow[r, x, c, k] = max(f, 0.0)  # a seller's stock may be -1e-20 (rounding)
         for x in range(n):
             for k in range(k_n):
@@ -217,34 +227,53 @@ def _allocate(supply, need, allowed, preference, home_first, all_open):  # pragm
                         got += f
                         by_seller[r, x, k] += f
                 by_buyer[r, c, k] = got
-    return flow, asked, by_seller, by_buyer
+        # sums over products of each route (rows contiguous: numpy's pairwise order); only
+        # home and preferred routes carry anything, and only foreign routes are asked
+        for c in range(n):
+            flow_route[r, c, c] = _pairwise_sum(flow[r, c, c], k_n)
+            for j in range(count[c]):
+                x = suppliers[c, j]
+                flow_route[r, x, c] = _pairwise_sum(flow[r, x, c], k_n)
+                asked_route[r, x, c] = _pairwise_sum(asked[ra, x, c], k_n)
+    return flow, asked, by_seller, by_buyer, asked_route, flow_route
 
 
 def allocate(supply: np.ndarray, need: np.ndarray, allowed: np.ndarray,
              preference: np.ndarray, home_first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`rareflow.sim.market.allocate`, compiled; same arguments, same results."""
-    return allocate_with_totals(supply, need, allowed, preference, home_first)[:2]
+    if supply.shape[2] == 1:
+        return market.allocate(supply, need, allowed, preference, home_first)
+    asked = np.zeros((supply.shape[0], *np.shape(allowed)[-3:]))
+    return _compiled_allocate(supply, need, allowed, preference, home_first, asked)[:2]
 
 
 def allocate_with_totals(supply: np.ndarray, need: np.ndarray, allowed: np.ndarray,
                          preference: np.ndarray, home_first: np.ndarray) -> tuple:
-    """:func:`allocate`, and the flow's totals by seller [R, X, K] and by buyer [R, C, K]
-    (``kernel._allocate_with_totals``; the same numbers), summed while the flows are in the
-    cache instead of in two more passes over them.
+    """``kernel._allocate_with_totals``, compiled (the same numbers): the flows [R, X, C, K],
+    the requests and the flows summed over products [R, X, C], and the flows' totals by seller
+    [R, X, K] and by buyer [R, C, K]. The sums are taken while the flows are in the cache
+    instead of in more passes over them, and the requests are never written out whole.
 
     With one product (K = 1) numpy sums over buyers along a contiguous axis, in an order
     (unrolled partial sums) the loops here do not follow: that case runs in numpy.
     """
     if supply.shape[2] == 1:
         flow, asked = market.allocate(supply, need, allowed, preference, home_first)
-        return flow, asked, *market.flow_totals(flow)
+        return flow, *market.route_totals(asked, flow), *market.flow_totals(flow)
+    asked = np.zeros((1, *np.shape(allowed)[-3:]))
+    flow, _, by_seller, by_buyer, asked_route, flow_route = _compiled_allocate(
+        supply, need, allowed, preference, home_first, asked)
+    return flow, asked_route, flow_route, by_seller, by_buyer
+
+
+def _compiled_allocate(supply, need, allowed, preference, home_first, asked) -> tuple:
     runs = supply.shape[0]
     allowed = _per_run(allowed, runs)
     all_open = allowed.shape[0] == 1 and bool((allowed >= 1.0 - 1e-9).all())
     return _allocate(np.ascontiguousarray(supply, dtype=float),
                      np.ascontiguousarray(need, dtype=float), allowed,
                      np.ascontiguousarray(preference, dtype=float),
-                     np.ascontiguousarray(home_first, dtype=np.bool_), all_open)
+                     np.ascontiguousarray(home_first, dtype=np.bool_), all_open, asked)
 
 
 @_jit
@@ -551,7 +580,7 @@ def _switch_preferences(preference, requested, received, spare, allowed, rate): 
         for x in range(n):
             for c in range(n):
                 q = requested[r, x, c]
-                f = 1.0 - min(1.0, received[r, x, c] / q) if q > _EPS else 0.0
+                f = 1.0 - min(1.0, received[r, x, c] / q) if q > _MASS_EPS else 0.0
                 f = max(f, 1.0 - a[x, c])
                 failed[x, c] = f
                 take[x, c] = rate[r] * preference[r, x, c] * f
@@ -562,12 +591,12 @@ def _switch_preferences(preference, requested, received, spare, allowed, rate): 
         moved[:] = 0.0
         for x in range(n):
             for c in range(n):
-                if not total[c] > _EPS:
+                if not total[c] > _MASS_EPS:
                     take[x, c] = 0.0
                 moved[c] += take[x, c]
         for x in range(n):
             for c in range(n):
-                gain = (target[x, c] / total[c] if total[c] > _EPS else 0.0) * moved[c]
+                gain = (target[x, c] / total[c] if total[c] > _MASS_EPS else 0.0) * moved[c]
                 out[r, x, c] = preference[r, x, c] - take[x, c] + gain
     return out
 

@@ -29,7 +29,7 @@ import numpy as np
 from rareflow.policy.licences import LicenceQueue, review_hazards
 from rareflow.policy.triggers import NEVER
 from rareflow.sim import compiled
-from rareflow.sim.market import allocate, flow_totals, switch_preferences
+from rareflow.sim.market import allocate, flow_totals, route_totals, switch_preferences
 from rareflow.sim.network import Controls, Network, RunParameters
 from rareflow.sim.prices import PriceState
 from rareflow.sim.responses import POLICY_COSTS, ResponseInputs, ResponseState
@@ -75,7 +75,7 @@ class _Passes(NamedTuple):
     """The kernel's passes over trade channels: numpy, or their compiled twins
     (:mod:`rareflow.sim.compiled`, the same numbers)."""
 
-    allocate: Callable  # returns the flows' totals by seller and by buyer too
+    allocate: Callable  # flows, and their sums per route, by seller and by buyer
     licence_requests: Callable
     held_back: Callable
     route_open: Callable
@@ -301,7 +301,7 @@ def simulate_arrays(
                 capacity=pol.capacity_t_per_month, approval_scale=approval_scale, full=False)
             allowed_m = mag_queue.allowed_share(
                 mag_req_lic, lic[0], lic[4], extra_leakage=extra_leak, allowed=allowed_m)
-        plan, mag_requested, planned, _ = ops.allocate(  # planned [R,X,G]: by maker
+        plan, mag_asked, _, planned, _ = ops.allocate(  # planned [R,X,G]: by maker
             supply_g, request_g, allowed_m, magnet_pref, ctl.home_first
         )
         from_stock = np.minimum(magnet_stock, planned)
@@ -343,10 +343,9 @@ def simulate_arrays(
                 ref_req_lic, required_r, rl.leakage[t][None], extra_leakage=extra_leak,
                 allowed=allowed_r)
         # rflow_out [R,X,E]: shipped by each exporter; received [R,C,E]
-        rflow, ref_requested, rflow_out, received = ops.allocate(
+        rflow, ref_asked, rtrade, rflow_out, received = ops.allocate(
             refined_stock, refined_need, allowed_r, refined_pref, ctl.home_first
-        )
-        rtrade = np.einsum("rxck->rxc", rflow)  # [R,X,C]
+        )  # ref_asked, rtrade [R,X,C]: summed over elements
         refined_stock -= rflow_out
         to_makers = received * _div(element_need, refined_need)
         to_users = received - to_makers
@@ -394,12 +393,12 @@ def simulate_arrays(
         makeable = supply_g - capacity_g * (1.0 - grade_ratio)
         spare_mag = np.maximum(makeable.sum(axis=2) - delivered.sum(axis=2), 0.0)
         magnet_pref = ops.switch_preferences(
-            magnet_pref, np.einsum("rxcg->rxc", mag_requested), mtrade * ~eye[None],
+            magnet_pref, mag_asked, mtrade,
             spare_mag, ops.route_open(allowed_m), switching,
         )
         spare_ref = refined_stock.sum(axis=2)
         refined_pref = ops.switch_preferences(
-            refined_pref, np.einsum("rxck->rxc", ref_requested), rtrade * ~eye[None],
+            refined_pref, ref_asked, rtrade,
             spare_ref, ops.route_open(allowed_r), switching,
         )
         if resp is None or not responses.prices:
@@ -531,10 +530,10 @@ def simulate_arrays(
 
 def _allocate_with_totals(supply: np.ndarray, need: np.ndarray, allowed: np.ndarray,
                           preference: np.ndarray, home_first: np.ndarray) -> tuple:
-    """:func:`rareflow.sim.market.allocate` (flow, asked [R,X,C,K]) and the flow's totals by
-    seller [R,X,K] and by buyer [R,C,K]."""
+    """:func:`rareflow.sim.market.allocate`'s flows [R,X,C,K]; the requests and flows summed
+    over products [R,X,C]; the flows' totals by seller [R,X,K] and by buyer [R,C,K]."""
     flow, asked = allocate(supply, need, allowed, preference, home_first)
-    return flow, asked, *flow_totals(flow)
+    return flow, *route_totals(asked, flow), *flow_totals(flow)
 
 
 def _stockpile_price(resp: ResponseState, price: np.ndarray, multiple: np.ndarray,

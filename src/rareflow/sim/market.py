@@ -18,11 +18,22 @@ from __future__ import annotations
 
 import numpy as np
 
-_EPS = 1e-12
+_EPS = 1e-12  # preferences and allowed shares [-]: a share below this is none
+
+#: Tonnes below which a quantity of material counts as none in the allocation and in
+#: switching [t] (1 g). Stocks and flows of thousands of tonnes carry rounding residues of about
+#: 1e-12 to 1e-10 t after flows are subtracted from them; a threshold at that level (it was
+#: 1e-12 t) let such residues decide whether a seller has spare supply or a buyer still lacks
+#: something, and so changed later months by hundreds of tonnes when a sum was merely taken in
+#: another order (tests/test_robustness.py). One gram is far above that noise and far below any
+#: flow the model reports.
+MASS_EPS_T = 1e-6
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > _EPS)
+    """``num / den`` of tonnes, 0 where ``den`` is below :data:`MASS_EPS_T`."""
+    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape),
+                     where=den > MASS_EPS_T)
 
 
 def _sum_buyers(a: np.ndarray) -> np.ndarray:
@@ -63,7 +74,7 @@ def _serve(
     # pro-rata: one ratio for everyone
     asked = home + foreign_total
     ratio = np.minimum(1.0, _safe_div(supply, asked))
-    ratio = np.where(asked > _EPS, ratio, 0.0)
+    ratio = np.where(asked > MASS_EPS_T, ratio, 0.0)
     # home first: home takes what it can, foreign shares the rest
     home_hf = np.minimum(home, supply)
     left = supply - home_hf
@@ -148,7 +159,7 @@ def allocate(
     # on fully open routes. New suppliers are reached only through switch_preferences.
     spare = np.maximum(remaining_supply, 0.0)
     lack = np.maximum(remaining_need, 0.0)
-    usable = (spare[:, :, None, :] > _EPS) & fully_open
+    usable = (spare[:, :, None, :] > MASS_EPS_T) & fully_open
     weights *= usable
     asked2 = _foreign_requests(lack, weights, out=weights)
     ratio = np.minimum(1.0, _safe_div(spare, _sum_buyers(asked2)))
@@ -175,7 +186,8 @@ def switch_preferences(
     preference : ndarray [R, X, C]
         Current import preferences; for each importer they sum to one over foreign suppliers.
     requested, received : ndarray [R, X, C]
-        Foreign requests and deliveries this month, summed over products [t].
+        Foreign requests and deliveries this month, summed over products [t] (``received``
+        on the diagonal is not read: nothing is requested from home).
     spare : ndarray [R, X]
         Supply each country had left after allocation [t].
     allowed : ndarray [R, X, C]
@@ -194,13 +206,14 @@ def switch_preferences(
     """
     n = preference.shape[1]
     eye = np.eye(n, dtype=bool)
-    failed = np.where(requested > _EPS, 1.0 - np.minimum(1.0, _safe_div(received, requested)), 0.0)
+    failed = np.where(requested > MASS_EPS_T,
+                      1.0 - np.minimum(1.0, _safe_div(received, requested)), 0.0)
     failed = np.maximum(failed, 1.0 - allowed)  # a closed supplier fails its buyers entirely
     take = rate * preference * failed
     target = np.maximum(spare, 0.0)[:, :, None] * allowed * ~eye[None]
     target = target * (failed < 1.0 - 1e-9)  # do not move toward a supplier that failed entirely
     total = target.sum(axis=1, keepdims=True)
-    has_target = total[:, 0, :] > _EPS
+    has_target = total[:, 0, :] > MASS_EPS_T
     take = np.where(has_target[:, None, :], take, 0.0)
     moved = take.sum(axis=1)
     gain = _safe_div(target, total) * moved[:, None, :]
@@ -215,3 +228,13 @@ def flow_totals(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     the same numbers.
     """
     return np.einsum("rxck->rxk", flow), np.einsum("rxck->rck", flow)
+
+
+def route_totals(asked: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Requests and flows [R, X, C, K] summed over products, per route [R, X, C].
+
+    Plain ``sum`` over the contiguous product axis (numpy's pairwise summation), which the
+    compiled allocation reproduces; einsum's unrolled sums over that axis depend on the
+    processor's vector width.
+    """
+    return asked.sum(axis=3), flow.sum(axis=3)
