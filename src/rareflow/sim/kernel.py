@@ -28,13 +28,15 @@ import numpy as np
 
 from rareflow.policy.licences import LicenceQueue, review_hazards
 from rareflow.policy.triggers import NEVER
-from rareflow.sim import compiled
+from rareflow.sim import compiled, compiled_month
 from rareflow.sim.market import allocate, flow_totals, route_totals, switch_preferences
 from rareflow.sim.network import Controls, Network, RunParameters
 from rareflow.sim.prices import PriceState
 from rareflow.sim.responses import POLICY_COSTS, ResponseInputs, ResponseState
 
 STAGES = ("mining", "separation", "metal", "magnet")
+#: records the compiled settlement writes (compiled_month.settle), in its order
+_SETTLED = ("production", "inventory", "need", "consumption", "shortfall", "oxide_shortfall")
 LICENCE_STATS = ("applications", "approved", "denied", "backlog", "held_back")
 INVENTORY_STAGES = ("concentrate", "refined", "magnet", "users", "stockpile_purchases")
 _EPS = 1e-12
@@ -85,6 +87,7 @@ class _Passes(NamedTuple):
     shift_exporter_shares: Callable
     ship_concentrate: Callable
     grade_ratio: Callable
+    settle: Callable | None  # steps 5-6 compiled in one loop (plain kernel); None: numpy
 
 
 def _passes(backend: str) -> _Passes:
@@ -93,9 +96,11 @@ def _passes(backend: str) -> _Passes:
         c = compiled
         return _Passes(c.allocate_with_totals, c.licence_requests, c.held_back, c.route_open,
                        c.magnet_licences, c.LICENCE_CORE, c.switch_preferences,
-                       c.shift_exporter_shares, c.ship_concentrate, c.grade_ratio)
+                       c.shift_exporter_shares, c.ship_concentrate, c.grade_ratio,
+                       compiled_month.settle)
     return _Passes(_allocate_with_totals, _licence_requests, _held_back, _route_open, None, None,
-                   switch_preferences, _shift_exporter_shares, _ship_concentrate, _grade_ratio)
+                   switch_preferences, _shift_exporter_shares, _ship_concentrate, _grade_ratio,
+                   None)
 
 
 def simulate_arrays(
@@ -216,6 +221,11 @@ def simulate_arrays(
     # world stocks at the start of the month (then the end of the last month's)
     before = (conc_stock.sum(axis=(1, 2)), refined_stock.sum(axis=(1, 2)),
               magnet_stock.sum(axis=(1, 2)), user_stock.sum(axis=(1, 2)))
+    # the compiled settlement of steps 5-6 covers the plain kernel (no responses, no detail)
+    fused = ops.settle is not None and resp is None and not detail
+    balance_start = np.stack(before, axis=1) if fused else None  # [R, 4], updated in place
+    non_magnet_sectors = compiled_month.sector_shares(net.element_to_sector) if fused else None
+    records = [np.zeros((r, *out[name].shape[2:])) for name in _SETTLED] if fused else []
     for t in range(t_n):
 
         # 0. this month's capacities: the network's, projects shifted per run, then (responses)
@@ -346,57 +356,76 @@ def simulate_arrays(
         rflow, ref_asked, rtrade, rflow_out, received = ops.allocate(
             refined_stock, refined_need, allowed_r, refined_pref, ctl.home_first
         )  # ref_asked, rtrade [R,X,C]: summed over elements
-        refined_stock -= rflow_out
-        to_makers = received * _div(element_need, refined_need)
-        to_users = received - to_makers
-        bought_o = np.zeros_like(to_users)
-        if resp is not None:
-            bought_o = to_users * _div(buy_o, oxide_need + buy_o)
-            to_users = to_users - bought_o
-
-        # 5. production limited by the scarcest element of each grade
-        grade_ratio = ops.grade_ratio(to_makers, element_need, grade_uses)
-        made = to_make * grade_ratio
-        if resp is None:
-            used = np.einsum("rxg,ge->rxe", made, net.grade_content)
+        if fused:
+            # steps 5 and 6's bookkeeping in one compiled loop over runs (the numpy code
+            # below, to 1e-9); it also writes this month's records and mass balance
+            mflow, mtrade = np.empty_like(plan), np.empty((r, c_n, c_n))
+            spare_mag, spare_ref = np.empty((r, c_n)), np.empty((r, c_n))
+            upstream = np.stack([a.sum(axis=(1, 2)) for a in
+                                 (mined, take, separated, sep_loss, refined_in)], axis=1)
+            ops.settle(
+                received, rflow_out, element_need, refined_need, oxide_need, to_make,
+                from_stock, planned, plan, net.grade_content, grade_uses, purchase, release,
+                request_g, request_s, need_s, supply_g, capacity_g, net.sector_grade,
+                net.sector_is_defense, ctl.defense_first, *non_magnet_sectors,
+                net.oxide_to_metal, refined_stock, magnet_stock, user_stock, stockpile,
+                conc_stock, mflow, mtrade, spare_mag, spare_ref, *records, upstream,
+                balance_start, out["balance_error"][:, t], out["min_stock"][:, t])
+            # (contiguous buffers: Numba's loops over strided views of the records are slower)
+            for name, buffer in zip(_SETTLED, records, strict=True):
+                out[name][:, t] = buffer
         else:
-            used = np.einsum("rxg,rge->rxe", made, content)
-        refined_stock += to_makers - used
-        magnet_stock -= from_stock
-        delivered = from_stock + made
-        deliver_ratio = np.where(planned > _EPS, _div(delivered, planned), 1.0)
-        mflow = plan * deliver_ratio[:, :, None, :]
+            refined_stock -= rflow_out
+            to_makers = received * _div(element_need, refined_need)
+            to_users = received - to_makers
+            bought_o = np.zeros_like(to_users)
+            if resp is not None:
+                bought_o = to_users * _div(buy_o, oxide_need + buy_o)
+                to_users = to_users - bought_o
 
-        # users: receipts (and stockpile releases) shared over sectors of each grade
-        arrived = np.einsum("rxcg->rcg", mflow)
-        mtrade = np.einsum("rxcg->rxc", mflow)
-        bought = arrived * _div(purchase, request_g)  # purchases share receipts pro rata
-        stockpile += bought
-        if resp is not None:
-            sp_got = resp.stockpile_bought(bought * _div(buy_m, purchase), bought_o, sp_buy)
-        receipts = arrived - bought + release
-        sector_request = request_s * magnet_sectors[None, None, :]
-        alloc = _share_to_sectors(receipts, sector_request, sector_onehot, net.sector_is_defense,
-                                  ctl.defense_first)
-        user_stock += alloc
-        consumed = np.minimum(need_s, user_stock)
-        user_stock -= consumed
-        shortfall = need_s - consumed
-        oxide_short = np.maximum(oxide_need - to_users, 0.0)
-        oxide_used = oxide_need - oxide_short
-        surplus_to_users = to_users - oxide_used
-        refined_stock += surplus_to_users  # anything beyond need stays in stock
+            # 5. production limited by the scarcest element of each grade
+            grade_ratio = ops.grade_ratio(to_makers, element_need, grade_uses)
+            made = to_make * grade_ratio
+            if resp is None:
+                used = np.einsum("rxg,ge->rxe", made, net.grade_content)
+            else:
+                used = np.einsum("rxg,rge->rxe", made, content)
+            refined_stock += to_makers - used
+            magnet_stock -= from_stock
+            delivered = from_stock + made
+            deliver_ratio = np.where(planned > _EPS, _div(delivered, planned), 1.0)
+            mflow = plan * deliver_ratio[:, :, None, :]
 
-        # 6. switching and prices
-        # spare capacity that buyers can switch to: what the makers' scarcest elements let them
-        # make this month, not their nameplate (a plant without Dy has no spare Dy grades)
-        makeable = supply_g - capacity_g * (1.0 - grade_ratio)
-        spare_mag = np.maximum(makeable.sum(axis=2) - delivered.sum(axis=2), 0.0)
+            # users: receipts (and stockpile releases) shared over sectors of each grade
+            arrived = np.einsum("rxcg->rcg", mflow)
+            mtrade = np.einsum("rxcg->rxc", mflow)
+            bought = arrived * _div(purchase, request_g)  # purchases share receipts pro rata
+            stockpile += bought
+            if resp is not None:
+                sp_got = resp.stockpile_bought(bought * _div(buy_m, purchase), bought_o, sp_buy)
+            receipts = arrived - bought + release
+            sector_request = request_s * magnet_sectors[None, None, :]
+            alloc = _share_to_sectors(receipts, sector_request, sector_onehot,
+                                      net.sector_is_defense, ctl.defense_first)
+            user_stock += alloc
+            consumed = np.minimum(need_s, user_stock)
+            user_stock -= consumed
+            shortfall = need_s - consumed
+            oxide_short = np.maximum(oxide_need - to_users, 0.0)
+            oxide_used = oxide_need - oxide_short
+            surplus_to_users = to_users - oxide_used
+            refined_stock += surplus_to_users  # anything beyond need stays in stock
+
+            # 6. switching and prices
+            # spare capacity that buyers can switch to: what the makers' scarcest elements let them
+            # make this month, not their nameplate (a plant without Dy has no spare Dy grades)
+            makeable = supply_g - capacity_g * (1.0 - grade_ratio)
+            spare_mag = np.maximum(makeable.sum(axis=2) - delivered.sum(axis=2), 0.0)
+            spare_ref = refined_stock.sum(axis=2)
         magnet_pref = ops.switch_preferences(
             magnet_pref, mag_asked, mtrade,
             spare_mag, ops.route_open(allowed_m), switching,
         )
-        spare_ref = refined_stock.sum(axis=2)
         refined_pref = ops.switch_preferences(
             refined_pref, ref_asked, rtrade,
             spare_ref, ops.route_open(allowed_r), switching,
@@ -423,27 +452,28 @@ def simulate_arrays(
             origin_share = _div(from_actor, rtrade.sum(axis=1))
 
         # record
-        metal = (used * net.oxide_to_metal[None, None, :]).sum(axis=2)
         out["production"][:, t, 0] = mined.sum(axis=2)
         out["production"][:, t, 1] = separated.sum(axis=2)
-        out["production"][:, t, 2] = metal
-        out["production"][:, t, 3] = made.sum(axis=2)
         out["refined_output"][:, t] = separated
         out["conc_trade"][:, t] = conc_trade
         out["refined_trade"][:, t] = rtrade
         out["magnet_trade"][:, t] = mtrade
-        out["inventory"][:, t, 0] = conc_stock.sum(axis=2)
-        out["inventory"][:, t, 1] = refined_stock.sum(axis=2)
-        out["inventory"][:, t, 2] = magnet_stock.sum(axis=2)
-        out["inventory"][:, t, 3] = user_stock.sum(axis=2)
-        out["inventory"][:, t, 4] = stockpile.sum(axis=2)
-        non_magnet_need = oxide_need @ net.element_to_sector
-        non_magnet_short = oxide_short @ net.element_to_sector
-        out["need"][:, t] = need_s + non_magnet_need
-        out["consumption"][:, t] = consumed + (non_magnet_need - non_magnet_short)
-        out["shortfall"][:, t] = shortfall + non_magnet_short
-        out["oxide_shortfall"][:, t] = oxide_short
         out["price"][:, t] = price
+        if not fused:
+            metal = (used * net.oxide_to_metal[None, None, :]).sum(axis=2)
+            out["production"][:, t, 2] = metal
+            out["production"][:, t, 3] = made.sum(axis=2)
+            out["inventory"][:, t, 0] = conc_stock.sum(axis=2)
+            out["inventory"][:, t, 1] = refined_stock.sum(axis=2)
+            out["inventory"][:, t, 2] = magnet_stock.sum(axis=2)
+            out["inventory"][:, t, 3] = user_stock.sum(axis=2)
+            out["inventory"][:, t, 4] = stockpile.sum(axis=2)
+            non_magnet_need = oxide_need @ net.element_to_sector
+            non_magnet_short = oxide_short @ net.element_to_sector
+            out["need"][:, t] = need_s + non_magnet_need
+            out["consumption"][:, t] = consumed + (non_magnet_need - non_magnet_short)
+            out["shortfall"][:, t] = shortfall + non_magnet_short
+            out["oxide_shortfall"][:, t] = oxide_short
         if resp is not None:
             element_short = (element_need - to_makers) + oxide_short
             rec = resp.observe(
@@ -492,32 +522,33 @@ def simulate_arrays(
             # supplier serves its contracted buyers; no export rule stands between them)
             out["magnet_fill"][:, t, idx, idx] = np.minimum(1.0, deliver_ratio)
 
-        # mass balance of each stage (world, all elements), as relative errors
-        mined_t, take_t = mined.sum(axis=(1, 2)), take.sum(axis=(1, 2))
-        made_t, delivered_t = made.sum(axis=(1, 2)), delivered.sum(axis=(1, 2))
-        scale = np.maximum(mined_t, 1.0)
-        after = (conc_stock.sum(axis=(1, 2)), refined_stock.sum(axis=(1, 2)),
-                 magnet_stock.sum(axis=(1, 2)), user_stock.sum(axis=(1, 2)))
-        out["balance_error"][:, t, 0] = np.abs(
-            after[0] - before[0] - (mined_t - take_t)) / scale
-        out["balance_error"][:, t, 1] = np.abs(
-            take_t - separated.sum(axis=(1, 2)) - sep_loss.sum(axis=(1, 2))) / scale
-        out["balance_error"][:, t, 2] = np.abs(
-            after[1] - before[1] - (refined_in.sum(axis=(1, 2)) - used.sum(axis=(1, 2))
-                                    - oxide_used.sum(axis=(1, 2))
-                                    - bought_o.sum(axis=(1, 2)))) / scale
-        mag_scale = np.maximum(made_t, 1.0)
-        out["balance_error"][:, t, 3] = np.abs(
-            after[2] - before[2] - (made_t - delivered_t)
-            + (delivered_t - arrived.sum(axis=(1, 2)))) / mag_scale
-        out["balance_error"][:, t, 4] = np.abs(
-            after[3] - before[3] - (receipts.sum(axis=(1, 2)) - consumed.sum(axis=(1, 2))))
-        out["balance_error"][:, t, 4] /= mag_scale
-        before = after
-        out["min_stock"][:, t] = np.minimum.reduce([
-            conc_stock.min(axis=(1, 2)), refined_stock.min(axis=(1, 2)),
-            magnet_stock.min(axis=(1, 2)), user_stock.min(axis=(1, 2)),
-        ])
+        if not fused:
+            # mass balance of each stage (world, all elements), as relative errors
+            mined_t, take_t = mined.sum(axis=(1, 2)), take.sum(axis=(1, 2))
+            made_t, delivered_t = made.sum(axis=(1, 2)), delivered.sum(axis=(1, 2))
+            scale = np.maximum(mined_t, 1.0)
+            after = (conc_stock.sum(axis=(1, 2)), refined_stock.sum(axis=(1, 2)),
+                     magnet_stock.sum(axis=(1, 2)), user_stock.sum(axis=(1, 2)))
+            out["balance_error"][:, t, 0] = np.abs(
+                after[0] - before[0] - (mined_t - take_t)) / scale
+            out["balance_error"][:, t, 1] = np.abs(
+                take_t - separated.sum(axis=(1, 2)) - sep_loss.sum(axis=(1, 2))) / scale
+            out["balance_error"][:, t, 2] = np.abs(
+                after[1] - before[1] - (refined_in.sum(axis=(1, 2)) - used.sum(axis=(1, 2))
+                                        - oxide_used.sum(axis=(1, 2))
+                                        - bought_o.sum(axis=(1, 2)))) / scale
+            mag_scale = np.maximum(made_t, 1.0)
+            out["balance_error"][:, t, 3] = np.abs(
+                after[2] - before[2] - (made_t - delivered_t)
+                + (delivered_t - arrived.sum(axis=(1, 2)))) / mag_scale
+            out["balance_error"][:, t, 4] = np.abs(
+                after[3] - before[3] - (receipts.sum(axis=(1, 2)) - consumed.sum(axis=(1, 2))))
+            out["balance_error"][:, t, 4] /= mag_scale
+            before = after
+            out["min_stock"][:, t] = np.minimum.reduce([
+                conc_stock.min(axis=(1, 2)), refined_stock.min(axis=(1, 2)),
+                magnet_stock.min(axis=(1, 2)), user_stock.min(axis=(1, 2)),
+            ])
         if progress is not None:
             progress(t + 1, t_n)
     if resp is not None:

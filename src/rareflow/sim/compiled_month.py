@@ -1,0 +1,236 @@
+"""Compiled blocks of the kernel's month (Numba), for the plain kernel.
+
+:mod:`rareflow.sim.compiled` compiles the passes over trade channels one by one; between them
+the kernel still makes about a hundred numpy calls a month on [run, country, product] arrays,
+each a pass over every run with its own temporaries. Here a stretch of those calls becomes one
+loop over runs, in which each run's arrays (a few kilobytes) stay in the cache.
+
+:func:`settle` is steps 5 and the bookkeeping of step 6 of ``kernel.simulate_arrays``: from the
+refined allocation to production, deliveries, users' stocks and shortfalls, the month's
+records and the mass balance. It covers runs without the responses model and without
+``detail`` (the kernel runs its numpy code otherwise). It performs the same arithmetic as the
+numpy code, though not always in the same order of summation: results agree to 1e-9
+(tests/test_compiled.py), which since the allocation counts tonnes from 1 g no longer depends
+on the last bit (tests/test_robustness.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rareflow.sim.compiled import AVAILABLE, _jit
+
+_EPS = 1e-12  # kernel._EPS: the kernel's divisions treat smaller denominators as zero
+
+
+@_jit
+def _ratio(num, den):  # pragma: no cover
+    """``kernel._div`` of two numbers: 0 where ``|den|`` is at most ``_EPS``."""
+    return num / den if abs(den) > _EPS else 0.0
+
+
+@_jit
+def _settle(received, rflow_out, element_need, refined_need, oxide_need, to_make, from_stock,
+            planned, plan, grade_content, grade_uses, purchase, release, request_g, request_s,
+            need_s, supply_g, capacity_g, sector_grade, is_defense, defense_first, e2s_start,
+            e2s_sector, e2s_share, oxide_to_metal, refined_stock, magnet_stock, user_stock,
+            stockpile, conc_stock, mflow, mtrade, spare_mag, spare_ref, rec_production,
+            rec_inventory, rec_need, rec_consumption, rec_shortfall, rec_oxide_short,
+            upstream, before, balance, min_stock):  # pragma: no cover
+    runs, n, e_n = received.shape
+    g_n = grade_content.shape[0]
+    s_n = request_s.shape[2]
+    to_makers = np.empty((n, e_n))
+    to_users = np.empty((n, e_n))
+    ratio = np.empty((n, g_n))
+    made = np.empty((n, g_n))
+    delivered = np.empty((n, g_n))
+    arrived = np.empty((n, g_n))
+    receipts = np.empty((n, g_n))
+    req_g = np.empty(g_n)
+    defense_g = np.empty(g_n)
+    rest_g = np.empty(g_n)
+    for r in range(runs):
+        rp = r if purchase.shape[0] > 1 else 0
+        used_t = 0.0
+        oxide_used_t = 0.0
+        made_t = 0.0
+        delivered_t = 0.0
+        arrived_t = 0.0
+        receipts_t = 0.0
+        consumed_t = 0.0
+        # refined receipts: makers' share (their need over all need) and users' share
+        for c in range(n):
+            for e in range(e_n):
+                refined_stock[r, c, e] -= rflow_out[r, c, e]
+                got = received[r, c, e]
+                tm = got * _ratio(element_need[r, c, e], refined_need[r, c, e])
+                to_makers[c, e] = tm
+                to_users[c, e] = got - tm
+        # production: each grade limited by its scarcest element (kernel._grade_ratio)
+        for x in range(n):
+            for g in range(g_n):
+                low = np.inf
+                for e in range(e_n):
+                    if grade_uses[g, e]:
+                        d = element_need[r, x, e]
+                        low = min(low, to_makers[x, e] / d if d > _EPS else 1.0)
+                ratio[x, g] = 1.0 if np.isinf(low) else min(max(low, 0.0), 1.0)
+                made[x, g] = to_make[r, x, g] * ratio[x, g]
+                made_t += made[x, g]
+            metal = 0.0
+            for e in range(e_n):
+                used = 0.0
+                for g in range(g_n):
+                    used += made[x, g] * grade_content[g, e]
+                used_t += used
+                metal += used * oxide_to_metal[e]
+                refined_stock[r, x, e] += to_makers[x, e] - used
+            rec_production[r, 2, x] = metal
+            made_here = 0.0
+            for g in range(g_n):
+                made_here += made[x, g]
+                magnet_stock[r, x, g] -= from_stock[r, x, g]
+                delivered[x, g] = from_stock[r, x, g] + made[x, g]
+                delivered_t += delivered[x, g]
+            rec_production[r, 3, x] = made_here
+        # deliveries scale each maker's plan; receipts by buyer and grade
+        arrived[:, :] = 0.0
+        for x in range(n):
+            for g in range(g_n):
+                p = planned[r, x, g]
+                dr = _ratio(delivered[x, g], p) if p > _EPS else 1.0
+                for c in range(n):
+                    f = plan[r, x, c, g] * dr
+                    mflow[r, x, c, g] = f
+                    arrived[c, g] += f
+            for c in range(n):
+                total = 0.0
+                for g in range(g_n):
+                    total += mflow[r, x, c, g]
+                mtrade[r, x, c] = total
+        for c in range(n):
+            for g in range(g_n):
+                got = arrived[c, g]
+                arrived_t += got
+                bought = got * _ratio(purchase[rp, c, g], request_g[r, c, g])
+                stockpile[r, c, g] += bought
+                receipts[c, g] = got - bought + release[rp, c, g]
+                receipts_t += receipts[c, g]
+        # users: receipts shared over the sectors of each grade (kernel._share_to_sectors)
+        for c in range(n):
+            req_g[:] = 0.0
+            defense_g[:] = 0.0
+            rest_g[:] = 0.0
+            for s in range(s_n):
+                g = sector_grade[s]
+                if g >= 0:
+                    req_g[g] += request_s[r, c, s]
+                    if is_defense[s]:
+                        defense_g[g] += request_s[r, c, s]
+                    else:
+                        rest_g[g] += request_s[r, c, s]
+            for s in range(s_n):
+                g = sector_grade[s]
+                alloc = 0.0
+                if g >= 0:
+                    req = request_s[r, c, s]
+                    if defense_first[c]:
+                        fill = min(defense_g[g], receipts[c, g])
+                        if is_defense[s]:
+                            alloc = fill * _ratio(req, defense_g[g])
+                        else:
+                            alloc = (receipts[c, g] - fill) * _ratio(req, rest_g[g])
+                    else:
+                        alloc = receipts[c, g] * _ratio(req, req_g[g])
+                stock = user_stock[r, c, s] + alloc
+                need = need_s[r, c, s]
+                consumed = min(need, stock)
+                consumed_t += consumed
+                user_stock[r, c, s] = stock - consumed
+                rec_need[r, c, s] = need
+                rec_consumption[r, c, s] = consumed
+                rec_shortfall[r, c, s] = need - consumed
+        # non-magnet users take refined oxide; what is beyond their need stays in stock
+        for c in range(n):
+            for e in range(e_n):
+                want = oxide_need[r, c, e]
+                short = max(want - to_users[c, e], 0.0)
+                used = want - short
+                oxide_used_t += used
+                refined_stock[r, c, e] += to_users[c, e] - used
+                rec_oxide_short[r, c, e] = short
+                for j in range(e2s_start[e], e2s_start[e + 1]):
+                    s = e2s_sector[j]
+                    share = e2s_share[j]
+                    rec_need[r, c, s] += want * share
+                    rec_consumption[r, c, s] += used * share
+                    rec_shortfall[r, c, s] += short * share
+        # spare supply buyers can switch to; stocks by stage
+        world_conc = world_refined = world_magnet = world_users = 0.0
+        low_stock = np.inf
+        for x in range(n):
+            makeable = 0.0
+            sent = 0.0
+            for g in range(g_n):
+                makeable += supply_g[r, x, g] - capacity_g[r, x, g] * (1.0 - ratio[x, g])
+                sent += delivered[x, g]
+            spare_mag[r, x] = max(makeable - sent, 0.0)
+            conc = refined = magnets = users = held = 0.0
+            for e in range(e_n):
+                conc += conc_stock[r, x, e]
+                refined += refined_stock[r, x, e]
+                low_stock = min(low_stock, conc_stock[r, x, e], refined_stock[r, x, e])
+            for g in range(g_n):
+                magnets += magnet_stock[r, x, g]
+                held += stockpile[r, x, g]
+                low_stock = min(low_stock, magnet_stock[r, x, g])
+            for s in range(s_n):
+                users += user_stock[r, x, s]
+                low_stock = min(low_stock, user_stock[r, x, s])
+            spare_ref[r, x] = refined
+            rec_inventory[r, 0, x] = conc
+            rec_inventory[r, 1, x] = refined
+            rec_inventory[r, 2, x] = magnets
+            rec_inventory[r, 3, x] = users
+            rec_inventory[r, 4, x] = held
+            world_conc += conc
+            world_refined += refined
+            world_magnet += magnets
+            world_users += users
+        # mass balance of each stage (world, all elements), as relative errors; ``upstream``
+        # [R, 5]: mined, taken into separation, separated, lost, entering refined stocks
+        mined_t, take_t, sep_t, loss_t, refined_in_t = (upstream[r, 0], upstream[r, 1],
+                                                        upstream[r, 2], upstream[r, 3],
+                                                        upstream[r, 4])
+        scale = max(mined_t, 1.0)
+        balance[r, 0] = abs(world_conc - before[r, 0] - (mined_t - take_t)) / scale
+        balance[r, 1] = abs(take_t - sep_t - loss_t) / scale
+        balance[r, 2] = abs(world_refined - before[r, 1]
+                            - (refined_in_t - used_t - oxide_used_t)) / scale
+        mag_scale = max(made_t, 1.0)
+        balance[r, 3] = abs(world_magnet - before[r, 2] - (made_t - delivered_t)
+                            + (delivered_t - arrived_t)) / mag_scale
+        balance[r, 4] = abs(world_users - before[r, 3] - (receipts_t - consumed_t)) / mag_scale
+        before[r, 0] = world_conc
+        before[r, 1] = world_refined
+        before[r, 2] = world_magnet
+        before[r, 3] = world_users
+        min_stock[r] = low_stock
+
+
+def sector_shares(element_to_sector: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The non-zero entries of ``element_to_sector`` [E, S] by element (compressed rows):
+    (start [E + 1], sector [N], share [N]); element e's are ``start[e]:start[e + 1]``."""
+    rows, cols = np.nonzero(element_to_sector)
+    start = np.searchsorted(rows, np.arange(element_to_sector.shape[0] + 1))
+    return start.astype(np.int64), cols.astype(np.int64), element_to_sector[rows, cols]
+
+
+def settle(*arrays) -> None:
+    """Steps 5-6 of the plain kernel's month in place (see :func:`_settle` for the arrays;
+    ``element_to_sector`` is given as :func:`sector_shares`)."""
+    _settle(*arrays)
+
+
+__all__ = ["AVAILABLE", "settle"]
