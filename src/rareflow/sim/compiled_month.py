@@ -5,7 +5,8 @@ the kernel still makes about a hundred numpy calls a month on [run, country, pro
 each a pass over every run with its own temporaries. Here a stretch of those calls becomes one
 loop over runs, in which each run's arrays (a few kilobytes) stay in the cache.
 
-:func:`settle` is steps 5 and the bookkeeping of step 6 of ``kernel.simulate_arrays``: from the
+:func:`mine_and_separate` is steps 1 and 2 of ``kernel.simulate_arrays``: mining, concentrate
+shipments and separation. :func:`settle` is step 5 and the bookkeeping of step 6: from the
 refined allocation to production, deliveries, users' stocks and shortfalls, the month's
 records and the mass balance. It covers runs without the responses model and without
 ``detail`` (the kernel runs its numpy code otherwise). It performs the same arithmetic as the
@@ -30,7 +31,85 @@ def _ratio(num, den):  # pragma: no cover
 
 
 @_jit
-def _settle(received, rflow_out, element_need, refined_need, oxide_need, to_make, from_stock,
+def _mine_and_separate(t, mine_cap, sep_cap, composition, mine_scale, allowed, conc_shares,
+                       conc_stock, separable, recovery, secondary, refined_stock, production,
+                       refined_output, trade, upstream, spare_sep):  # pragma: no cover
+    runs, n, e_n = conc_stock.shape
+    offered = np.empty((n, e_n))
+    shares = np.empty((n, n))
+    for r in range(runs):
+        rc = r if mine_cap.shape[0] > 1 else 0
+        rs = r if sep_cap.shape[0] > 1 else 0
+        a = allowed[r] if allowed.shape[0] > 1 else allowed[0]
+        mined_t = take_t = sep_t = loss_t = refined_in_t = 0.0
+        # 1. mining; exporters' shares, what export rules block staying home; countries that
+        # cannot separate offer their held concentrate again with new output
+        for x in range(n):
+            kept = 0.0
+            for c in range(n):
+                shares[x, c] = conc_shares[r, x, c] * a[x, c]
+                kept += conc_shares[r, x, c] * (1.0 - a[x, c])
+            shares[x, x] += kept
+            mined_x = 0.0
+            offered_x = 0.0
+            for e in range(e_n):
+                mined = mine_cap[rc, x] * composition[x, e] * mine_scale[r]
+                mined_x += mined
+                held = 0.0
+                if sep_cap[rs, x] <= _EPS:
+                    held = conc_stock[r, x, e]
+                    conc_stock[r, x, e] = 0.0
+                offered[x, e] = mined + held
+                offered_x += offered[x, e]
+            production[r, t, 0, x] = mined_x
+            mined_t += mined_x
+            for c in range(n):
+                trade[r, t, 0, x, c] = offered_x * shares[x, c]
+        for x in range(n):  # shipments offered[x, e] * shares[x, c], arriving in c
+            for c in range(n):
+                s = shares[x, c]
+                if s != 0.0:
+                    for e in range(e_n):
+                        conc_stock[r, c, e] += offered[x, e] * s
+        # 2. separation up to capacity from the separable stock; recovery losses leave
+        for c in range(n):
+            feed = 0.0
+            for e in range(e_n):
+                if separable[c, e]:
+                    feed += conc_stock[r, c, e]
+            cap = sep_cap[rs, c]
+            take_share = min(1.0, _ratio(cap, feed))
+            separated_c = 0.0
+            left = 0.0
+            for e in range(e_n):
+                take = conc_stock[r, c, e] * take_share if separable[c, e] else 0.0
+                conc_stock[r, c, e] -= take
+                left += conc_stock[r, c, e]
+                out = take * recovery
+                refined_output[r, t, c, e] = out
+                refined_in = out + secondary[c, e]
+                refined_stock[r, c, e] += refined_in
+                take_t += take
+                loss_t += take - out
+                separated_c += out
+                refined_in_t += refined_in
+            production[r, t, 1, c] = separated_c
+            sep_t += separated_c
+            spare_sep[r, c] = max(cap - left, 0.0)
+        upstream[r, 0] = mined_t
+        upstream[r, 1] = take_t
+        upstream[r, 2] = sep_t
+        upstream[r, 3] = loss_t
+        upstream[r, 4] = refined_in_t
+
+
+def mine_and_separate(*arrays) -> None:
+    """Steps 1-2 of the plain kernel's month in place (see :func:`_mine_and_separate`)."""
+    _mine_and_separate(*arrays)
+
+
+@_jit
+def _settle(t, received, rflow_out, element_need, refined_need, oxide_need, to_make, from_stock,
             planned, plan, grade_content, grade_uses, purchase, release, request_g, request_s,
             need_s, supply_g, capacity_g, sector_grade, is_defense, defense_first, e2s_start,
             e2s_sector, e2s_share, oxide_to_metal, refined_stock, magnet_stock, user_stock,
@@ -86,14 +165,14 @@ def _settle(received, rflow_out, element_need, refined_need, oxide_need, to_make
                 used_t += used
                 metal += used * oxide_to_metal[e]
                 refined_stock[r, x, e] += to_makers[x, e] - used
-            rec_production[r, 2, x] = metal
+            rec_production[r, t, 2, x] = metal
             made_here = 0.0
             for g in range(g_n):
                 made_here += made[x, g]
                 magnet_stock[r, x, g] -= from_stock[r, x, g]
                 delivered[x, g] = from_stock[r, x, g] + made[x, g]
                 delivered_t += delivered[x, g]
-            rec_production[r, 3, x] = made_here
+            rec_production[r, t, 3, x] = made_here
         # deliveries scale each maker's plan; receipts by buyer and grade
         arrived[:, :] = 0.0
         for x in range(n):
@@ -148,9 +227,9 @@ def _settle(received, rflow_out, element_need, refined_need, oxide_need, to_make
                 consumed = min(need, stock)
                 consumed_t += consumed
                 user_stock[r, c, s] = stock - consumed
-                rec_need[r, c, s] = need
-                rec_consumption[r, c, s] = consumed
-                rec_shortfall[r, c, s] = need - consumed
+                rec_need[r, t, c, s] = need
+                rec_consumption[r, t, c, s] = consumed
+                rec_shortfall[r, t, c, s] = need - consumed
         # non-magnet users take refined oxide; what is beyond their need stays in stock
         for c in range(n):
             for e in range(e_n):
@@ -159,13 +238,13 @@ def _settle(received, rflow_out, element_need, refined_need, oxide_need, to_make
                 used = want - short
                 oxide_used_t += used
                 refined_stock[r, c, e] += to_users[c, e] - used
-                rec_oxide_short[r, c, e] = short
+                rec_oxide_short[r, t, c, e] = short
                 for j in range(e2s_start[e], e2s_start[e + 1]):
                     s = e2s_sector[j]
                     share = e2s_share[j]
-                    rec_need[r, c, s] += want * share
-                    rec_consumption[r, c, s] += used * share
-                    rec_shortfall[r, c, s] += short * share
+                    rec_need[r, t, c, s] += want * share
+                    rec_consumption[r, t, c, s] += used * share
+                    rec_shortfall[r, t, c, s] += short * share
         # spare supply buyers can switch to; stocks by stage
         world_conc = world_refined = world_magnet = world_users = 0.0
         low_stock = np.inf
@@ -189,11 +268,11 @@ def _settle(received, rflow_out, element_need, refined_need, oxide_need, to_make
                 users += user_stock[r, x, s]
                 low_stock = min(low_stock, user_stock[r, x, s])
             spare_ref[r, x] = refined
-            rec_inventory[r, 0, x] = conc
-            rec_inventory[r, 1, x] = refined
-            rec_inventory[r, 2, x] = magnets
-            rec_inventory[r, 3, x] = users
-            rec_inventory[r, 4, x] = held
+            rec_inventory[r, t, 0, x] = conc
+            rec_inventory[r, t, 1, x] = refined
+            rec_inventory[r, t, 2, x] = magnets
+            rec_inventory[r, t, 3, x] = users
+            rec_inventory[r, t, 4, x] = held
             world_conc += conc
             world_refined += refined
             world_magnet += magnets
@@ -204,19 +283,19 @@ def _settle(received, rflow_out, element_need, refined_need, oxide_need, to_make
                                                         upstream[r, 2], upstream[r, 3],
                                                         upstream[r, 4])
         scale = max(mined_t, 1.0)
-        balance[r, 0] = abs(world_conc - before[r, 0] - (mined_t - take_t)) / scale
-        balance[r, 1] = abs(take_t - sep_t - loss_t) / scale
-        balance[r, 2] = abs(world_refined - before[r, 1]
+        balance[r, t, 0] = abs(world_conc - before[r, 0] - (mined_t - take_t)) / scale
+        balance[r, t, 1] = abs(take_t - sep_t - loss_t) / scale
+        balance[r, t, 2] = abs(world_refined - before[r, 1]
                             - (refined_in_t - used_t - oxide_used_t)) / scale
         mag_scale = max(made_t, 1.0)
-        balance[r, 3] = abs(world_magnet - before[r, 2] - (made_t - delivered_t)
+        balance[r, t, 3] = abs(world_magnet - before[r, 2] - (made_t - delivered_t)
                             + (delivered_t - arrived_t)) / mag_scale
-        balance[r, 4] = abs(world_users - before[r, 3] - (receipts_t - consumed_t)) / mag_scale
+        balance[r, t, 4] = abs(world_users - before[r, 3] - (receipts_t - consumed_t)) / mag_scale
         before[r, 0] = world_conc
         before[r, 1] = world_refined
         before[r, 2] = world_magnet
         before[r, 3] = world_users
-        min_stock[r] = low_stock
+        min_stock[r, t] = low_stock
 
 
 def sector_shares(element_to_sector: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -233,4 +312,4 @@ def settle(*arrays) -> None:
     _settle(*arrays)
 
 
-__all__ = ["AVAILABLE", "settle"]
+__all__ = ["AVAILABLE", "mine_and_separate", "settle"]

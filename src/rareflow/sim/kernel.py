@@ -225,7 +225,7 @@ def simulate_arrays(
     fused = ops.settle is not None and resp is None and not detail
     balance_start = np.stack(before, axis=1) if fused else None  # [R, 4], updated in place
     non_magnet_sectors = compiled_month.sector_shares(net.element_to_sector) if fused else None
-    records = [np.zeros((r, *out[name].shape[2:])) for name in _SETTLED] if fused else []
+    upstream = np.zeros((r, 5))  # compiled: this month's world totals before step 3
     for t in range(t_n):
 
         # 0. this month's capacities: the network's, projects shifted per run, then (responses)
@@ -247,36 +247,45 @@ def simulate_arrays(
                 t, prices.multiple, g_n, e_n)
 
         # 1. mining and concentrate shipments
-        mined = mine_cap[:, :, None] * net.mine_composition[None] * mine_scale
         allowed_c = (ctl.allowed_conc[t] if pol is None
                      else ctl.allowed_conc[t] * pol.closed_conc[t])[None]  # [1|R,X,C]
         if resp is not None and resp.triggers is not None:
             trig_c = resp.triggers.conc_multiplier(t)
             allowed_c = allowed_c if trig_c is None else allowed_c * trig_c
-        shares = conc_shares * allowed_c
-        shares[:, idx, idx] += (conc_shares * (1.0 - allowed_c)).sum(axis=2)
-        # Countries that cannot separate offer their held concentrate again with new output.
-        no_separation = sep_cap <= _EPS  # [1|R, C]
-        offered = mined + conc_stock * no_separation[:, :, None]
-        conc_stock = conc_stock * ~no_separation[:, :, None]
-        # shipments offered[x, e] * shares[x, c], summed without building the [R,X,C,E] array
-        conc_stock += ops.ship_concentrate(offered, shares)
-        conc_trade = offered.sum(axis=2)[:, :, None] * shares  # [R,X,C]
+        if fused:
+            # steps 1-2 in one compiled loop over runs (the numpy code below, to 1e-9)
+            spare_sep = np.empty((r, c_n))
+            compiled_month.mine_and_separate(
+                t, mine_cap, sep_cap, net.mine_composition, mine_scale[:, 0, 0], allowed_c,
+                conc_shares, conc_stock, separable_mask, net.sep_recovery,
+                net.secondary_supply[t], refined_stock, out["production"],
+                out["refined_output"], out["trade"], upstream, spare_sep)
+        else:
+            mined = mine_cap[:, :, None] * net.mine_composition[None] * mine_scale
+            shares = conc_shares * allowed_c
+            shares[:, idx, idx] += (conc_shares * (1.0 - allowed_c)).sum(axis=2)
+            # Countries that cannot separate offer their held concentrate again with new output.
+            no_separation = sep_cap <= _EPS  # [1|R, C]
+            offered = mined + conc_stock * no_separation[:, :, None]
+            conc_stock = conc_stock * ~no_separation[:, :, None]
+            # shipments offered[x, e] * shares[x, c], summed without building the [R,X,C,E] array
+            conc_stock += ops.ship_concentrate(offered, shares)
+            conc_trade = offered.sum(axis=2)[:, :, None] * shares  # [R,X,C]
 
-        # 2. separation
-        separable = conc_stock * separable_mask[None]
-        feed = separable.sum(axis=2)
-        take_share = np.minimum(1.0, _div(sep_cap, feed))
-        take = separable * take_share[..., None]
-        conc_stock -= take
-        separated = take * net.sep_recovery
-        sep_loss = take - separated
-        refined_in = separated + net.secondary_supply[t][None]
-        if resp is not None:
-            recycled, recovered = resp.recycle(last_consumed, prices.multiple, content)
-            refined_in = refined_in + recycled + rel_o
-        refined_stock += refined_in
-        spare_sep = np.maximum(sep_cap - conc_stock.sum(axis=2), 0.0)
+            # 2. separation
+            separable = conc_stock * separable_mask[None]
+            feed = separable.sum(axis=2)
+            take_share = np.minimum(1.0, _div(sep_cap, feed))
+            take = separable * take_share[..., None]
+            conc_stock -= take
+            separated = take * net.sep_recovery
+            sep_loss = take - separated
+            refined_in = separated + net.secondary_supply[t][None]
+            if resp is not None:
+                recycled, recovered = resp.recycle(last_consumed, prices.multiple, content)
+                refined_in = refined_in + recycled + rel_o
+            refined_stock += refined_in
+            spare_sep = np.maximum(sep_cap - conc_stock.sum(axis=2), 0.0)
         conc_shares = ops.shift_exporter_shares(
             conc_shares, net.conc_shares, allowed_c, spare_sep, switching
         )
@@ -361,19 +370,15 @@ def simulate_arrays(
             # below, to 1e-9); it also writes this month's records and mass balance
             mflow, mtrade = np.empty_like(plan), np.empty((r, c_n, c_n))
             spare_mag, spare_ref = np.empty((r, c_n)), np.empty((r, c_n))
-            upstream = np.stack([a.sum(axis=(1, 2)) for a in
-                                 (mined, take, separated, sep_loss, refined_in)], axis=1)
             ops.settle(
-                received, rflow_out, element_need, refined_need, oxide_need, to_make,
+                t, received, rflow_out, element_need, refined_need, oxide_need, to_make,
                 from_stock, planned, plan, net.grade_content, grade_uses, purchase, release,
                 request_g, request_s, need_s, supply_g, capacity_g, net.sector_grade,
                 net.sector_is_defense, ctl.defense_first, *non_magnet_sectors,
                 net.oxide_to_metal, refined_stock, magnet_stock, user_stock, stockpile,
-                conc_stock, mflow, mtrade, spare_mag, spare_ref, *records, upstream,
-                balance_start, out["balance_error"][:, t], out["min_stock"][:, t])
-            # (contiguous buffers: Numba's loops over strided views of the records are slower)
-            for name, buffer in zip(_SETTLED, records, strict=True):
-                out[name][:, t] = buffer
+                conc_stock, mflow, mtrade, spare_mag, spare_ref,
+                *(out[name] for name in _SETTLED), upstream, balance_start,
+                out["balance_error"], out["min_stock"])
         else:
             refined_stock -= rflow_out
             to_makers = received * _div(element_need, refined_need)
@@ -452,14 +457,14 @@ def simulate_arrays(
             origin_share = _div(from_actor, rtrade.sum(axis=1))
 
         # record
-        out["production"][:, t, 0] = mined.sum(axis=2)
-        out["production"][:, t, 1] = separated.sum(axis=2)
-        out["refined_output"][:, t] = separated
-        out["conc_trade"][:, t] = conc_trade
         out["refined_trade"][:, t] = rtrade
         out["magnet_trade"][:, t] = mtrade
         out["price"][:, t] = price
         if not fused:
+            out["production"][:, t, 0] = mined.sum(axis=2)
+            out["production"][:, t, 1] = separated.sum(axis=2)
+            out["refined_output"][:, t] = separated
+            out["conc_trade"][:, t] = conc_trade
             metal = (used * net.oxide_to_metal[None, None, :]).sum(axis=2)
             out["production"][:, t, 2] = metal
             out["production"][:, t, 3] = made.sum(axis=2)
