@@ -345,38 +345,56 @@ class Result:
             return self._series
         d = self.data
         out: dict[str, np.ndarray] = {}
-        magnets = d["trade"].sel(trade_stage="magnet", exporter=CHINA)
+        # numpy on the variables' arrays, by position: xarray's label selection costs more
+        # than the sums here in an ensemble's batches (the same selections and sums)
+        at = {dim: {str(label): i for i, label in enumerate(d[dim].values)}
+              for dim in ("trade_stage", "exporter", "importer", "country", "sector", "item",
+                          "market", "inventory_stage", "licence_stat", "stage")}
+
+        def pick(name: str, **where: str) -> tuple[np.ndarray, tuple[str, ...]]:
+            """Variable ``name`` with one label taken on each dimension in ``where`` (a view),
+            and its remaining dimensions."""
+            var = d[name]
+            index = tuple(at[dim][where[dim]] if dim in where else slice(None)
+                          for dim in var.dims)
+            return var.values[index], tuple(dim for dim in var.dims if dim not in where)
+
+        def total(name: str, over: str, **where: str) -> tuple[np.ndarray, tuple[str, ...]]:
+            values, dims = pick(name, **where)
+            return values.sum(axis=dims.index(over)), tuple(x for x in dims if x != over)
+
+        magnets, _ = pick("trade", trade_stage="magnet", exporter=CHINA)  # [run, month, importer]
         foreign = [c for c in d["importer"].values if c != CHINA]
-        # (skipna=False: these arrays hold no NaN, and xarray's NaN-skipping sum copies them)
-        out["china_magnet_exports_t"] = magnets.sel(importer=foreign).sum(
-            "importer", skipna=False).values
+        out["china_magnet_exports_t"] = magnets[..., [at["importer"][c] for c in foreign]].sum(
+            axis=-1)
         for code in foreign:
-            out[f"china_magnet_exports_to_{code}_t"] = magnets.sel(importer=code).values
-        short = d["shortfall"].sum("country", skipna=False)
-        units = d["units_not_built"].sum("country", skipna=False)
-        need = d["need"].sum("country", skipna=False)
+            out[f"china_magnet_exports_to_{code}_t"] = magnets[..., at["importer"][code]]
+        short, dims = total("shortfall", "country")
+        units, _ = total("units_not_built", "country")
+        need, _ = total("need", "country")
+        sector_axis = dims.index("sector")
         for sector in d["sector"].values:
-            out[f"shortfall_t.{sector}"] = short.sel(sector=sector).values
-            out[f"units_not_built.{sector}"] = units.sel(sector=sector).values
+            k = at["sector"][str(sector)]
+            out[f"shortfall_t.{sector}"] = np.take(short, k, axis=sector_axis)
+            out[f"units_not_built.{sector}"] = np.take(units, k, axis=sector_axis)
         for item in d["item"].values:
             for market in MARKETS:
-                out[f"price_usd_per_kg.{item}.{market}"] = d["price"].sel(
-                    item=item, market=market).values
-        users = d["inventory"].sel(inventory_stage="users").sum("country", skipna=False).values
-        weekly = need.values.sum(axis=2) * 12.0 / 52.0
+                out[f"price_usd_per_kg.{item}.{market}"] = pick("price", item=str(item),
+                                                                market=market)[0]
+        users, _ = total("inventory", "country", inventory_stage="users")
+        weekly = need.sum(axis=sector_axis) * 12.0 / 52.0
         out["inventory_weeks.all_magnet_users"] = np.divide(
             users, weekly, out=np.zeros_like(users), where=weekly > 0)
-        lic = d["licences"]
         for stat in ("applications", "approved", "denied", "backlog"):
-            out[f"licences.{stat}"] = lic.sel(licence_stat=stat).sum("country", skipna=False).values
+            out[f"licences.{stat}"] = total("licences", "country", licence_stat=stat)[0]
         out["licences.median_wait_days"] = np.nan_to_num(d["licence_wait_days"].values)
-        held = lic.sel(licence_stat="held_back")
         for code in d["country"].values:
             if code != CHINA:
-                out[f"licences.held_back_t.{code}"] = held.sel(country=code).values
+                out[f"licences.held_back_t.{code}"] = pick(
+                    "licences", licence_stat="held_back", country=str(code))[0]
         for stage in STAGES:
-            world = d["production"].sel(stage=stage).sum("country", skipna=False).values
-            china = d["production"].sel(stage=stage, country=CHINA).values
+            world = total("production", "country", stage=stage)[0]
+            china = pick("production", stage=stage, country=CHINA)[0]
             out[f"production_t.{stage}"] = world
             out[f"china_share.{stage}"] = np.divide(
                 china, world, out=np.zeros_like(world), where=world > 0)
