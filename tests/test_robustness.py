@@ -15,22 +15,27 @@ import pytest
 
 from rareflow import load_dataset, load_scenario
 from rareflow.compile import compile_scenario
+from rareflow.compile_responses import compile_responses
 from rareflow.sim import market
 from rareflow.sim.kernel import simulate_arrays
 from rareflow.sim.network import RunParameters
 
 
-def _twin_runs(name: str) -> dict[str, np.ndarray]:
+def _twin_runs(name: str, backend: str = "numpy") -> dict[str, np.ndarray]:
     """Two runs of ``name`` whose demand differs in the last bit only."""
-    network, controls = compile_scenario(load_dataset(), load_scenario(name))
+    dataset, scenario = load_dataset(), load_scenario(name)
+    network, controls = compile_scenario(dataset, scenario)
     demand = np.array([1.0, np.nextafter(1.0, 2.0)])
     return simulate_arrays(network, controls, runs=2, params=RunParameters(demand_scale=demand),
-                           backend="numpy")
+                           responses=compile_responses(dataset, scenario, network),
+                           backend=backend)
 
 
-@pytest.mark.parametrize("name", ["history-2025", "october-2025-full", "baseline"])
-def test_a_last_bit_change_in_demand_changes_results_by_rounding_only(name):
-    out = _twin_runs(name)
+@pytest.mark.parametrize("backend", ["numpy", "auto"])
+@pytest.mark.parametrize("name", ["history-2025", "october-2025-full", "baseline",
+                                  "escalation-ladder"])
+def test_a_last_bit_change_in_demand_changes_results_by_rounding_only(name, backend):
+    out = _twin_runs(name, backend)
     for key in ("trade", "shortfall", "inventory", "production", "held_back", "price"):
         a, b = out[key][0], out[key][1]
         scale = max(float(np.abs(a).max()), 1.0)

@@ -508,10 +508,13 @@ def _licence_month(licensed, pending, backlog, index, requested, required, appro
             approved[r, j] = yes
             denied[r, j] = decided[j] - yes
             licensed[r, j] = held[j] + yes if required[rq_r, i] else 0.0
-        for a in range(ages):
-            by_age[r, a] = _pairwise_sum(decided_now[a], n)
+        for a in range(ages):  # decisions by age, over the active channels only
+            total = 0.0
             for jj in range(m):
-                decided_now[a, active[jj]] = 0.0
+                j = active[jj]
+                total += decided_now[a, j]
+                decided_now[a, j] = 0.0
+            by_age[r, a] = total
     return applications, approved, denied, by_age, in_review
 
 
