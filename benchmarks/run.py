@@ -77,7 +77,9 @@ def _cpu() -> str:
 
 
 def _profile(fn) -> list[tuple[str, float]]:
-    """Share of the time in the main parts of the kernel (cProfile, cumulative)."""
+    """Share of the time in the main parts of the kernel (cProfile, cumulative), after one
+    call that loads (or compiles) the Numba functions for these arguments' types."""
+    fn()
     prof = cProfile.Profile()
     prof.enable()
     fn()

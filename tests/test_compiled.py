@@ -135,8 +135,9 @@ _ROUNDING_CHECKS = ("balance_error", "min_stock")
 
 @needs_numba
 def test_compiled_settlement_matches_numpy_with_defense_priority_and_stockpiles():
-    """The branches of the compiled settlement (compiled_month.settle) no built-in plain
-    scenario takes: defense users served first, government releases and purchases."""
+    """The branches of the compiled month blocks (compiled_month) no built-in plain scenario
+    takes: defense users served first, government releases and purchases, and capacities
+    that differ by run (projects delayed and not all completed)."""
     from rareflow.scenario import scenario_from_dict
 
     shock = {"type": "trade_restriction", "exporter": "CHN", "importers": ["USA", "JPN"],
@@ -149,7 +150,10 @@ def test_compiled_settlement_matches_numpy_with_defense_priority_and_stockpiles(
                                    "settings": {"defense_priority": ["USA", "JPN"]}})
     network, controls = compile_scenario(DATASET, scenario)
     assert controls.defense_first.any() and (controls.stockpile_to_users != 0).any()
-    params = kernel.RunParameters(demand_scale=np.array([0.9, 1.0, 1.1]))
+    params = kernel.RunParameters(demand_scale=np.array([0.9, 1.0, 1.1]),
+                                  pipeline_delay_months=np.array([0.0, 12.0, 30.0]),
+                                  pipeline_completion=np.array([1.0, 0.7, 0.5]))
+    assert network.pipeline_capacity is not None and network.pipeline_capacity.any()
     outputs = [kernel.simulate_arrays(network, controls, runs=3, params=params,
                                       backend=backend) for backend in ("numba", "numpy")]
     assert outputs[0]["shortfall"].sum() > 0  # the shock bites, so the branches matter

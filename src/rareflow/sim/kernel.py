@@ -75,7 +75,7 @@ def _shift_exporter_shares(
 
 class _Passes(NamedTuple):
     """The kernel's passes over trade channels: numpy, or their compiled twins
-    (:mod:`rareflow.sim.compiled`, the same numbers)."""
+    (:mod:`rareflow.sim.compiled`; the same numbers to 1e-9)."""
 
     allocate: Callable  # flows, and their sums per route, by seller and by buyer
     licence_requests: Callable
@@ -87,7 +87,7 @@ class _Passes(NamedTuple):
     shift_exporter_shares: Callable
     ship_concentrate: Callable
     grade_ratio: Callable
-    settle: Callable | None  # steps 5-6 compiled in one loop (plain kernel); None: numpy
+    month_blocks: object | None  # compiled stretches of the month (plain kernel); None: numpy
 
 
 def _passes(backend: str) -> _Passes:
@@ -97,7 +97,7 @@ def _passes(backend: str) -> _Passes:
         return _Passes(c.allocate_with_totals, c.licence_requests, c.held_back, c.route_open,
                        c.magnet_licences, c.LICENCE_CORE, c.switch_preferences,
                        c.shift_exporter_shares, c.ship_concentrate, c.grade_ratio,
-                       compiled_month.settle)
+                       compiled_month)
     return _Passes(_allocate_with_totals, _licence_requests, _held_back, _route_open, None, None,
                    switch_preferences, _shift_exporter_shares, _ship_concentrate, _grade_ratio,
                    None)
@@ -221,10 +221,10 @@ def simulate_arrays(
     # world stocks at the start of the month (then the end of the last month's)
     before = (conc_stock.sum(axis=(1, 2)), refined_stock.sum(axis=(1, 2)),
               magnet_stock.sum(axis=(1, 2)), user_stock.sum(axis=(1, 2)))
-    # the compiled settlement of steps 5-6 covers the plain kernel (no responses, no detail)
-    fused = ops.settle is not None and resp is None and not detail
+    # the compiled stretches of the month cover the plain kernel (no responses, no detail)
+    fused = ops.month_blocks is not None and resp is None and not detail
     balance_start = np.stack(before, axis=1) if fused else None  # [R, 4], updated in place
-    non_magnet_sectors = compiled_month.sector_shares(net.element_to_sector) if fused else None
+    non_magnet_sectors = ops.month_blocks.sector_shares(net.element_to_sector) if fused else None
     upstream = np.zeros((r, 5))  # compiled: this month's world totals before step 3
     for t in range(t_n):
 
@@ -255,7 +255,7 @@ def simulate_arrays(
         if fused:
             # steps 1-2 in one compiled loop over runs (the numpy code below, to 1e-9)
             spare_sep = np.empty((r, c_n))
-            compiled_month.mine_and_separate(
+            ops.month_blocks.mine_and_separate(
                 t, mine_cap, sep_cap, net.mine_composition, mine_scale[:, 0, 0], allowed_c,
                 conc_shares, conc_stock, separable_mask, net.sep_recovery,
                 net.secondary_supply[t], refined_stock, out["production"],
@@ -370,7 +370,7 @@ def simulate_arrays(
             # below, to 1e-9); it also writes this month's records and mass balance
             mflow, mtrade = np.empty_like(plan), np.empty((r, c_n, c_n))
             spare_mag, spare_ref = np.empty((r, c_n)), np.empty((r, c_n))
-            ops.settle(
+            ops.month_blocks.settle(
                 t, received, rflow_out, element_need, refined_need, oxide_need, to_make,
                 from_stock, planned, plan, net.grade_content, grade_uses, purchase, release,
                 request_g, request_s, need_s, supply_g, capacity_g, net.sector_grade,
