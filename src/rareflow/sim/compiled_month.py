@@ -306,10 +306,53 @@ def sector_shares(element_to_sector: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return start.astype(np.int64), cols.astype(np.int64), element_to_sector[rows, cols]
 
 
+@_jit
+def _prices(need, received, markets, signal, multiple, elasticity, smoothing, item_elements,
+            base_price, max_multiple, price):  # pragma: no cover
+    runs, n, e_n = need.shape
+    m_n = markets.shape[0]
+    i_n = item_elements.shape[0]
+    for r in range(runs):
+        for m in range(m_n):
+            for e in range(e_n):
+                want = 0.0
+                got = 0.0
+                for c in range(n):
+                    if markets[m, c]:
+                        want += need[r, c, e]
+                        got += received[r, c, e]
+                ratio = 1.0
+                if want > _EPS:
+                    ratio = want / max(got, want / max_multiple)
+                z = (1.0 - smoothing) * signal[r, m, e] + smoothing * np.log(max(ratio, 1.0))
+                signal[r, m, e] = z
+                multiple[r, m, e] = min(max(np.exp(z / elasticity[r]), 1.0), max_multiple)
+            for i in range(i_n):
+                weighted = 0.0
+                for e in range(e_n):
+                    weighted += item_elements[i, e] * multiple[r, m, e]
+                price[r, i, m] = base_price[i] * weighted
+
+
+def update_prices(state, need: np.ndarray, received: np.ndarray) -> np.ndarray:
+    """``PriceState.update`` without held-back material (the plain kernel), compiled: the same
+    state change and prices [R, I, 2] to 1e-9 (Numba's ``exp``/``log`` and numpy's differ in
+    the last bit)."""
+    from rareflow.sim.prices import MAX_MULTIPLE
+
+    net = state.network
+    runs = need.shape[0]
+    price = np.empty((runs, len(net.base_price), state.markets.shape[0]))
+    _prices(need, received, state.markets, state.signal, state.multiple,
+            np.ascontiguousarray(state.elasticity[:, 0, 0]), float(net.price_smoothing),
+            net.item_elements, net.base_price, MAX_MULTIPLE, price)
+    return price
+
+
 def settle(*arrays) -> None:
     """Steps 5-6 of the plain kernel's month in place (see :func:`_settle` for the arrays;
     ``element_to_sector`` is given as :func:`sector_shares`)."""
     _settle(*arrays)
 
 
-__all__ = ["AVAILABLE", "mine_and_separate", "settle"]
+__all__ = ["AVAILABLE", "mine_and_separate", "settle", "update_prices"]

@@ -435,7 +435,9 @@ def simulate_arrays(
             refined_pref, ref_asked, rtrade,
             spare_ref, ops.route_open(allowed_r), switching,
         )
-        if resp is None or not responses.prices:
+        if fused:
+            price = ops.month_blocks.update_prices(prices, refined_need, received)
+        elif resp is None or not responses.prices:
             price = prices.update(refined_need, received)
         else:
             # refined material export rules and triggers kept at home: the requests buyers
