@@ -97,7 +97,7 @@ def _profile(fn) -> list[tuple[str, float]]:
                                                                 ("_magnet_licences",)),
         "preference switching and exporter shares (compiled)": (
             "compiled.py", ("switch_preferences", "shift_exporter_shares")),
-        "prices (PriceState.update)": ("prices.py", ("update",)),
+        "prices (compiled_month.update_prices)": ("compiled_month.py", ("update_prices",)),
         "compiled month blocks (mining and separation; settlement and records)": (
             "compiled_month.py", ("mine_and_separate", "settle")),
     }
