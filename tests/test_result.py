@@ -61,6 +61,31 @@ def test_summary_contract(result):
     json.dumps(s)
 
 
+def test_series_are_the_datasets_selections_and_sums(result):
+    """Result.series reads the arrays by position; each series is the label selection and sum
+    it names on the dataset (spelled out here with xarray)."""
+    d, series = result.data, Result(result.data).series()
+    magnets = d["trade"].sel(trade_stage="magnet", exporter="CHN")
+    foreign = [c for c in d["importer"].values if c != "CHN"]
+    expected = {
+        "china_magnet_exports_t": magnets.sel(importer=foreign).sum("importer"),
+        "china_magnet_exports_to_USA_t": magnets.sel(importer="USA"),
+        "shortfall_t.ev_traction": d["shortfall"].sum("country").sel(sector="ev_traction"),
+        "units_not_built.wind_turbines": d["units_not_built"].sum("country").sel(
+            sector="wind_turbines"),
+        "price_usd_per_kg.Dy2O3.ex_china": d["price"].sel(item="Dy2O3", market="ex_china"),
+        "licences.denied": d["licences"].sel(licence_stat="denied").sum("country"),
+        "licences.held_back_t.USA": d["licences"].sel(licence_stat="held_back", country="USA"),
+        "production_t.magnet": d["production"].sel(stage="magnet").sum("country"),
+    }
+    for name, value in expected.items():
+        np.testing.assert_allclose(series[name], value.values, rtol=1e-12, err_msg=name)
+    china = d["production"].sel(stage="separation", country="CHN").values
+    world = d["production"].sel(stage="separation").sum("country").values
+    np.testing.assert_allclose(series["china_share.separation"], china / world, rtol=1e-12)
+    assert series["china_share.separation"].max() > 0.5  # China separates most of the world's
+
+
 def test_write_is_atomic_when_interrupted(result, tmp_path, monkeypatch):
     target = tmp_path / "out"
 

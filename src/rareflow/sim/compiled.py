@@ -12,11 +12,12 @@ used by :class:`rareflow.policy.licences.LicenceQueue`), preference switching
 (:func:`switch_preferences`), exporters' destination shares (:func:`shift_exporter_shares`),
 concentrate shipments (:func:`ship_concentrate`) and grade ratios (:func:`grade_ratio`).
 
-They compute the same numbers as the numpy versions, operation for operation and in the same
+They compute the same numbers as the numpy versions, operation for operation and, except for
+the licence queue's decisions by age (summed over its active channels in order), in the same
 order of summation (ascending index; numpy's pairwise summation where numpy reduces a contiguous
-row, :func:`_pairwise_sum`): tests/test_compiled.py holds them, and the whole kernel, to 1e-9,
-and they agree bit for bit on the cases tested (for C-ordered arrays, which the kernel passes;
-numpy sums a Fortran-ordered array in another order). Since the allocation counts tonnes from
+row, :func:`_pairwise_sum`): tests/test_compiled.py holds them, and the whole kernel, to 1e-9
+(for C-ordered arrays, which the kernel passes; numpy sums a Fortran-ordered array in another
+order). Since the allocation counts tonnes from
 :data:`rareflow.sim.market.MASS_EPS_T` (1 g) instead of 1e-12 t, a last-bit difference no
 longer turns into a different allocation (tests/test_robustness.py), so the same order is a
 convenience for checking, not a condition for agreeing to 1e-9. Shapes where numpy reduces a

@@ -42,10 +42,9 @@ def _sum_buyers(a: np.ndarray) -> np.ndarray:
 
 
 def _nonzero_den(den: np.ndarray) -> np.ndarray:
-    """``den`` with its values at or below ``_EPS`` replaced by infinity.
-
-    ``x / _nonzero_den(d)`` equals ``_safe_div(x, d)`` bit for bit for finite ``x`` (x / inf is
-    zero) without a masked division over the large array.
+    """``den`` (preference weights [-]) with its values at or below ``_EPS`` replaced by
+    infinity: ``x / _nonzero_den(d)`` is 0 there for finite ``x`` (x / inf is zero), without a
+    masked division over the large array.
     """
     return np.where(den > _EPS, den, np.inf)
 
