@@ -107,9 +107,6 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
     spare = np.zeros((n, k_n))
     lack = np.zeros((n, k_n))
     den = np.zeros((n, k_n))
-    unmet = np.zeros(k_n)
-    d_k = np.zeros(k_n)
-    got = np.zeros(k_n)
     for r in range(runs):
         a = allowed[r] if allowed.shape[0] > 1 else allowed[0]
         ra = r
@@ -117,31 +114,28 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
             ra = 0
             asked[0] = 0.0
         _suppliers(preference, r, suppliers, count)
-        # round 1: the need home supply cannot cover, split over open foreign routes (loops
-        # keep the product innermost, where the arrays are contiguous; each sum still runs
-        # over suppliers in ascending order)
+        # round 1: the need home supply cannot cover, split over open foreign routes
         total[:] = 0.0
         for c in range(n):
             for k in range(k_n):
-                unmet[k] = max(need[r, c, k] - supply[r, c, k], 0.0)
-                d_k[k] = 0.0
-            for j in range(count[c]):
-                x = suppliers[c, j]
-                p = preference[r, x, c]
-                for k in range(k_n):
+                unmet = max(need[r, c, k] - supply[r, c, k], 0.0)
+                if unmet == 0.0:
+                    continue
+                d = 0.0
+                for j in range(count[c]):
+                    x = suppliers[c, j]
                     if a[x, c, k] > _EPS:
-                        d_k[k] += p
-            for j in range(count[c]):
-                x = suppliers[c, j]
-                p = preference[r, x, c]
-                for k in range(k_n):
-                    if unmet[k] == 0.0 or not d_k[k] > _EPS or not a[x, c, k] > _EPS:
-                        continue
-                    q = p / d_k[k] * unmet[k]
-                    asked[ra, x, c, k] = q
-                    f = q if all_open else q * a[x, c, k]
-                    flow[r, x, c, k] = f
-                    total[x, k] += f
+                        d += preference[r, x, c]
+                if not d > _EPS:
+                    continue
+                for j in range(count[c]):
+                    x = suppliers[c, j]
+                    if a[x, c, k] > _EPS:
+                        q = preference[r, x, c] / d * unmet
+                        asked[ra, x, c, k] = q
+                        f = q if all_open else q * a[x, c, k]
+                        flow[r, x, c, k] = f
+                        total[x, k] += f
         # each seller serves home and foreign requests (home first, or pro rata)
         for x in range(n):
             for k in range(k_n):
@@ -162,13 +156,16 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
         total[:] = 0.0
         lack[:] = 0.0  # first what arrived from all sellers
         for c in range(n):
-            for j in range(count[c]):  # ascending x for each buyer, as flow.sum(axis=1)
-                x = suppliers[c, j]
-                for k in range(k_n):
+            for k in range(k_n):
+                for j in range(count[c]):
+                    x = suppliers[c, j]
                     f = flow[r, x, c, k] * scale[x, k]
                     flow[r, x, c, k] = f
                     total[x, k] += f
-                    lack[c, k] += f
+        for c in range(n):  # ascending x for each buyer, as flow.sum(axis=1)
+            for k in range(k_n):
+                for j in range(count[c]):
+                    lack[c, k] += flow[r, suppliers[c, j], c, k]
         for x in range(n):
             for k in range(k_n):
                 spare[x, k] = max(supply[r, x, k] - home_fill[x, k] - total[x, k], 0.0)
@@ -178,21 +175,21 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
         for c in range(n):
             for k in range(k_n):
                 den[c, k] = 0.0
-            for j in range(count[c]):
-                x = suppliers[c, j]
-                p = preference[r, x, c]
-                for k in range(k_n):
+                if lack[c, k] == 0.0:
+                    continue
+                d = 0.0
+                for j in range(count[c]):
+                    x = suppliers[c, j]
                     if spare[x, k] > _MASS_EPS and a[x, c, k] >= 1.0 - 1e-9:
-                        den[c, k] += p
-            for j in range(count[c]):
-                x = suppliers[c, j]
-                p = preference[r, x, c]
-                for k in range(k_n):
-                    if lack[c, k] == 0.0 or not den[c, k] > _EPS:
-                        continue
+                        d += preference[r, x, c]
+                den[c, k] = d
+                if not d > _EPS:
+                    continue
+                for j in range(count[c]):
+                    x = suppliers[c, j]
                     q = 0.0
                     if spare[x, k] > _MASS_EPS and a[x, c, k] >= 1.0 - 1e-9:
-                        q = p / den[c, k] * lack[c, k]
+                        q = preference[r, x, c] / d * lack[c, k]
                     second[x, c, k] = q
                     total[x, k] += q
         for x in range(n):
@@ -200,11 +197,12 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
                 t = total[x, k]
                 scale[x, k] = min(1.0, spare[x, k] / t if t > _MASS_EPS else 0.0)
         for c in range(n):
-            for j in range(count[c]):
-                x = suppliers[c, j]
-                for k in range(k_n):
+            for k in range(k_n):
+                asked_again = lack[c, k] != 0.0 and den[c, k] > _EPS
+                for j in range(count[c]):
+                    x = suppliers[c, j]
                     f = flow[r, x, c, k]
-                    if lack[c, k] != 0.0 and den[c, k] > _EPS:  # asked again
+                    if asked_again:
                         q = second[x, c, k]
                         f += q * scale[x, k]
                         asked[ra, x, c, k] += q
@@ -216,23 +214,20 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
         # in its place): the order of market.flow_totals (einsum over non-contiguous axes)
         for c in range(n):
             for k in range(k_n):
-                got[k] = 0.0
-            home_pending = True
-            for j in range(count[c] + 1):
-                x = suppliers[c, j] if j < count[c] else n
-                if home_pending and x > c:
-                    for k in range(k_n):
+                got = 0.0
+                home_pending = True
+                for j in range(count[c] + 1):
+                    x = suppliers[c, j] if j < count[c] else n
+                    if home_pending and x > c:
                         f = flow[r, c, c, k]
-                        got[k] += f
+                        got += f
                         by_seller[r, c, k] += f
-                    home_pending = False
-                if x < n:
-                    for k in range(k_n):
+                        home_pending = False
+                    if x < n:
                         f = flow[r, x, c, k]
-                        got[k] += f
+                        got += f
                         by_seller[r, x, k] += f
-            for k in range(k_n):
-                by_buyer[r, c, k] = got[k]
+                by_buyer[r, c, k] = got
         # sums over products of each route (rows contiguous: numpy's pairwise order); only
         # home and preferred routes carry anything, and only foreign routes are asked
         for c in range(n):
