@@ -695,6 +695,18 @@ def shift_exporter_shares(shares: np.ndarray, base: np.ndarray, allowed: np.ndar
 
 
 @_jit
+def _scarcest_share(received, need, uses):  # pragma: no cover
+    """One maker's and grade's ``kernel._grade_ratio``: received over needed of the scarcest
+    element the grade uses (``uses`` [E]), in [0, 1]; 1 where it uses no element needed."""
+    low = np.inf
+    for e in range(need.shape[0]):
+        if uses[e]:
+            d = need[e]
+            low = min(low, received[e] / d if d > _EPS else 1.0)
+    return 1.0 if np.isinf(low) else min(max(low, 0.0), 1.0)
+
+
+@_jit
 def _grade_ratio(received, need, uses):  # pragma: no cover
     runs, n, e_n = need.shape
     g_n = uses.shape[0]
@@ -702,13 +714,7 @@ def _grade_ratio(received, need, uses):  # pragma: no cover
     for r in range(runs):
         for x in range(n):
             for g in range(g_n):
-                low = np.inf
-                for e in range(e_n):
-                    if uses[g, e]:
-                        d = need[r, x, e]
-                        ratio = received[r, x, e] / d if d > _EPS else 1.0
-                        low = min(low, ratio)
-                out[r, x, g] = 1.0 if np.isinf(low) else min(max(low, 0.0), 1.0)
+                out[r, x, g] = _scarcest_share(received[r, x], need[r, x], uses[g])
     return out
 
 

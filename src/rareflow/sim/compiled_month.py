@@ -8,18 +8,19 @@ loop over runs, in which each run's arrays (a few kilobytes) stay in the cache.
 :func:`mine_and_separate` is steps 1 and 2 of ``kernel.simulate_arrays``: mining, concentrate
 shipments and separation. :func:`settle` is step 5 and the bookkeeping of step 6: from the
 refined allocation to production, deliveries, users' stocks and shortfalls, the month's
-records and the mass balance. It covers runs without the responses model and without
-``detail`` (the kernel runs its numpy code otherwise). It performs the same arithmetic as the
-numpy code, though not always in the same order of summation: results agree to 1e-9
-(tests/test_compiled.py), which since the allocation counts tonnes from 1 g no longer depends
-on the last bit (tests/test_robustness.py).
+records and the mass balance. :func:`update_prices` is step 6's price update. They cover runs
+without the responses model and without ``detail`` (the kernel runs its numpy code
+otherwise). They perform the same arithmetic as the numpy code, though not always in the same
+order of summation: results agree to 1e-9 (tests/test_compiled.py), which since the allocation
+counts tonnes from 1 g no longer depends on the last bit (tests/test_robustness.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from rareflow.sim.compiled import AVAILABLE, _jit
+from rareflow.sim.compiled import AVAILABLE, _jit, _scarcest_share
+from rareflow.sim.prices import MAX_MULTIPLE
 
 _EPS = 1e-12  # kernel._EPS: the kernel's divisions treat smaller denominators as zero
 
@@ -149,12 +150,7 @@ def _settle(t, received, rflow_out, element_need, refined_need, oxide_need, to_m
         # production: each grade limited by its scarcest element (kernel._grade_ratio)
         for x in range(n):
             for g in range(g_n):
-                low = np.inf
-                for e in range(e_n):
-                    if grade_uses[g, e]:
-                        d = element_need[r, x, e]
-                        low = min(low, to_makers[x, e] / d if d > _EPS else 1.0)
-                ratio[x, g] = 1.0 if np.isinf(low) else min(max(low, 0.0), 1.0)
+                ratio[x, g] = _scarcest_share(to_makers[x], element_need[r, x], grade_uses[g])
                 made[x, g] = to_make[r, x, g] * ratio[x, g]
                 made_t += made[x, g]
             metal = 0.0
@@ -338,8 +334,6 @@ def update_prices(state, need: np.ndarray, received: np.ndarray) -> np.ndarray:
     """``PriceState.update`` without held-back material (the plain kernel), compiled: the same
     state change and prices [R, I, 2] to 1e-9 (Numba's ``exp``/``log`` and numpy's differ in
     the last bit)."""
-    from rareflow.sim.prices import MAX_MULTIPLE
-
     net = state.network
     runs = need.shape[0]
     price = np.empty((runs, len(net.base_price), state.markets.shape[0]))
