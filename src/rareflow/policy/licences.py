@@ -37,6 +37,7 @@ Reuters, Teslam); see data/licence_regimes.csv for the per-period parameters and
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,26 +47,30 @@ from rareflow.dims import DAYS_PER_MONTH
 
 MAX_AGE = 12
 _EPS = 1e-12
-_HAZARD_CACHE: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-_HAZARD_CACHE_SIZE = 8
+#: review_hazards' results by their inputs' bytes (oldest dropped first); a history scenario
+#: cycles through a dozen or more distinct regimes per run, so the cache must hold them all or
+#: every batch of an ensemble recomputes them
+_HAZARD_CACHE: dict[tuple, np.ndarray] = {}
+_HAZARD_CACHE_SIZE = 64
 
 
 def review_hazards(median_months: np.ndarray, p90_months: np.ndarray) -> np.ndarray:
     """Decision hazard by age [MAX_AGE, *shape] for lognormal review times.
 
-    The parameters rarely change from month to month, so the last few results are kept and
-    returned again (read-only) for equal inputs.
+    The parameters rarely change from month to month, so results are kept and the same
+    (read-only) array is returned again for equal inputs.
     """
-    median_months = np.asarray(median_months, dtype=float)
-    p90_months = np.asarray(p90_months, dtype=float)
-    for med, p90, hazard in _HAZARD_CACHE:
-        if (med.shape == median_months.shape and p90.shape == p90_months.shape
-                and np.array_equal(med, median_months) and np.array_equal(p90, p90_months)):
-            return hazard
-    hazard = _review_hazards(median_months, p90_months)
-    hazard.setflags(write=False)
-    _HAZARD_CACHE.insert(0, (median_months.copy(), p90_months.copy(), hazard))
-    del _HAZARD_CACHE[_HAZARD_CACHE_SIZE:]
+    median_months = np.ascontiguousarray(median_months, dtype=float)
+    p90_months = np.ascontiguousarray(p90_months, dtype=float)
+    key = (median_months.shape, p90_months.shape, median_months.tobytes(),
+           p90_months.tobytes())
+    hazard = _HAZARD_CACHE.get(key)
+    if hazard is None:
+        hazard = _review_hazards(median_months, p90_months)
+        hazard.setflags(write=False)
+        if len(_HAZARD_CACHE) >= _HAZARD_CACHE_SIZE:
+            del _HAZARD_CACHE[next(iter(_HAZARD_CACHE))]
+        _HAZARD_CACHE[key] = hazard
     return hazard
 
 
@@ -155,7 +160,7 @@ class LicenceQueue:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     # -- moving between full arrays [..., *shape] and kept channels [..., N] ---------------
     def _flat(self, values, lead: int) -> np.ndarray:
