@@ -19,7 +19,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from rareflow.sim.compiled import AVAILABLE, _jit, _scarcest_share
+from rareflow.dims import DAYS_PER_MONTH
+from rareflow.sim.compiled import (
+    AVAILABLE,
+    _allocate,
+    _held_back,
+    _jit,
+    _licence_month,
+    _licence_requests,
+    _licence_share,
+    _route_open,
+    _scarcest_share,
+    _shift_exporter_shares,
+    _switch_preferences,
+)
 from rareflow.sim.prices import MAX_MULTIPLE
 
 _EPS = 1e-12  # kernel._EPS: the kernel's divisions treat smaller denominators as zero
@@ -349,4 +362,224 @@ def settle(*arrays) -> None:
     _settle(*arrays)
 
 
-__all__ = ["AVAILABLE", "mine_and_separate", "settle", "update_prices"]
+@_jit
+def _median_wait_days(by_age):  # pragma: no cover
+    """``licences._median_age`` of one run's decisions by age [MAX_AGE], in days; NaN when
+    nothing was decided."""
+    total = 0.0
+    for a in range(by_age.shape[0]):
+        total += by_age[a]
+    if not total > _EPS:
+        return np.nan
+    cum = 0.0
+    below = 0
+    for a in range(by_age.shape[0]):
+        cum += by_age[a]
+        if cum < 0.5 * total:
+            below += 1
+    return (min(below, by_age.shape[0] - 1) + 0.5) * DAYS_PER_MONTH
+
+
+@_jit
+def _queue_month(r, queue, requested, required, approval, validity, leakage, approval_scale,
+                 extra_leakage, allowed, shape, stats, dest, n_c, k_n):  # pragma: no cover
+    """One run's month of a licence queue (``LicenceQueue.step`` then ``allowed_share``): the
+    allowed share of every channel [1, X, C, K] and the median wait (days, NaN without
+    decisions); its applications, approvals, denials and backlog by destination are added to
+    ``stats`` [4, C]. ``queue`` = (licensed [R, N], pending [R, A, N], backlog [R, N], index [N],
+    hazards [A, N]) of its kept channels."""
+    licensed, pending, backlog, index, hazards = queue
+    size = requested.size
+    if index.shape[0] == 0:
+        return allowed, np.nan
+    flat = requested.reshape((1, size))
+    rq = r if required.shape[0] > 1 else 0
+    req_flat = required[rq:rq + 1].reshape((1, size))
+    ap = r if approval.shape[0] > 1 else 0
+    va = r if validity.shape[0] > 1 else 0
+    lk = r if leakage.shape[0] > 1 else 0
+    applied, approved, denied, by_age, in_review = _licence_month(
+        licensed[r:r + 1], pending[r:r + 1], backlog[r:r + 1], index, flat, req_flat,
+        approval[ap:ap + 1], approval_scale[r:r + 1], True, validity[va:va + 1], hazards)
+    for j in range(index.shape[0]):
+        backlog[r, j] = in_review[0, j]
+        c = dest[j]
+        stats[0, c] += applied[0, j]
+        stats[1, c] += approved[0, j]
+        stats[2, c] += denied[0, j]
+        stats[3, c] += in_review[0, j]
+    share = _licence_share(licensed[r:r + 1], index, flat, req_flat, leakage[lk:lk + 1],
+                           extra_leakage[r:r + 1], True, allowed.reshape((1, size)))
+    return share.reshape(shape), _median_wait_days(by_age[0])
+
+
+@_jit
+def _whole_month(t, network, month, params, state, policy, magnet_queue, refined_queue,
+                 licence_parameters, records):  # pragma: no cover
+    (composition, separable, recovery, conc_base, user_cover, sector_grade, grade_content,
+     grade_uses, is_defense, defense_first, e2s_start, e2s_sector, e2s_share, oxide_to_metal,
+     home_first, markets, item_elements, base_price, smoothing) = network
+    (mine_cap, sep_cap, mag_cap, secondary, magnet_need, oxide_need_t, allowed_c, allowed_m,
+     allowed_r, all_open_m, all_open_r, purchase, release) = month
+    mine_scale, demand_scale, magnet_scale, switching, elasticity, approval_scale, extra_leak = (
+        params)
+    (conc_stock, refined_stock, magnet_stock, user_stock, stockpile, conc_shares, magnet_pref,
+     refined_pref, signal, multiple, origin_share, before) = state
+    (m_required, m_approval, m_validity, m_leakage, r_required, r_approval, r_validity,
+     r_leakage, m_dest, r_dest, actor) = licence_parameters
+    (production, refined_output, trade, inventory, rec_need, consumption, shortfall,
+     oxide_shortfall, price, licences, wait_days, held_back, balance, min_stock) = records
+    runs, n, e_n = conc_stock.shape
+    g_n = grade_content.shape[0]
+    s_n = user_stock.shape[2]
+    m_shape = (1, n, n, g_n)
+    r_shape = (1, n, n, e_n)
+    upstream = np.zeros((1, 5))
+    spare_sep = np.empty((1, n))
+    need_s = np.empty((1, n, s_n))
+    request_s = np.empty((1, n, s_n))
+    request_g = np.empty((1, n, g_n))
+    capacity_g = np.empty((1, n, g_n))
+    supply_g = np.empty((1, n, g_n))
+    world_mix = np.empty(g_n)
+    from_stock = np.empty((1, n, g_n))
+    to_make = np.empty((1, n, g_n))
+    element_need = np.empty((1, n, e_n))
+    oxide_need = np.empty((1, n, e_n))
+    refined_need = np.empty((1, n, e_n))
+    mflow = np.empty((1, n, n, g_n))
+    mtrade = np.empty((1, n, n))
+    spare_mag = np.empty((1, n))
+    spare_ref = np.empty((1, n))
+    stats = np.empty((4, n))
+    m_requests = np.zeros(m_shape)  # this run's licence requests (with a policy)
+    r_requests = np.zeros(r_shape)
+    for r in range(runs):
+        # 1-2. mining, concentrate shipments, separation; exporters' shares move
+        rc = r if mine_cap.shape[0] > 1 else 0
+        rs = r if sep_cap.shape[0] > 1 else 0
+        rm = r if mag_cap.shape[0] > 1 else 0
+        ra = r if allowed_c.shape[0] > 1 else 0
+        _mine_and_separate(t, mine_cap[rc:rc + 1], sep_cap[rs:rs + 1], composition,
+                           mine_scale[r:r + 1], allowed_c[ra:ra + 1], conc_shares[r:r + 1],
+                           conc_stock[r:r + 1], separable, recovery, secondary,
+                           refined_stock[r:r + 1], production[r:r + 1],
+                           refined_output[r:r + 1], trade[r:r + 1], upstream, spare_sep)
+        conc_shares[r] = _shift_exporter_shares(conc_shares[r:r + 1], conc_base,
+                                                allowed_c[ra:ra + 1], spare_sep,
+                                                switching[r:r + 1])[0]
+        # 3. users' requests (need plus restocking, plus government purchases) by grade;
+        # makers' supply: stock plus capacity split by the world's mix of grades
+        request_g[:] = 0.0
+        for c in range(n):
+            for s in range(s_n):
+                wanted = magnet_need[c, s] * demand_scale[r]
+                need_s[0, c, s] = wanted
+                asked = wanted + max(wanted * user_cover[s] - user_stock[r, c, s], 0.0)
+                request_s[0, c, s] = asked
+                if sector_grade[s] >= 0:
+                    request_g[0, c, sector_grade[s]] += asked
+        total_request = 0.0
+        world_mix[:] = 0.0
+        for c in range(n):
+            for g in range(g_n):
+                request_g[0, c, g] += purchase[0, c, g]
+                world_mix[g] += request_g[0, c, g]
+                total_request += request_g[0, c, g]
+        for g in range(g_n):
+            world_mix[g] = _ratio(world_mix[g], total_request)
+        for c in range(n):
+            for g in range(g_n):
+                capacity_g[0, c, g] = mag_cap[rm, c] * magnet_scale[r] * world_mix[g]
+                supply_g[0, c, g] = magnet_stock[r, c, g] + capacity_g[0, c, g]
+        stats[:] = 0.0
+        m_wait = r_wait = np.nan
+        allowed_m_run = allowed_m
+        if policy:
+            m_requests = _licence_requests(request_g, supply_g, magnet_pref[r:r + 1], allowed_m)
+            allowed_m_run, m_wait = _queue_month(
+                r, magnet_queue, m_requests, m_required, m_approval, m_validity, m_leakage,
+                approval_scale, extra_leak, allowed_m, m_shape, stats, m_dest, n, g_n)
+        asked_scratch = np.zeros(m_shape)
+        plan, _, planned, _, m_asked, _ = _allocate(
+            supply_g, request_g, allowed_m_run, magnet_pref[r:r + 1], home_first, all_open_m,
+            asked_scratch)
+        for x in range(n):
+            for g in range(g_n):
+                taken = min(magnet_stock[r, x, g], planned[0, x, g])
+                from_stock[0, x, g] = taken
+                to_make[0, x, g] = planned[0, x, g] - taken
+            for e in range(e_n):
+                wanted = 0.0
+                for g in range(g_n):
+                    wanted += to_make[0, x, g] * grade_content[g, e]
+                element_need[0, x, e] = wanted
+                oxide_need[0, x, e] = oxide_need_t[x, e] * demand_scale[r]
+                refined_need[0, x, e] = wanted + oxide_need[0, x, e]
+        # 4. refined elements for makers and for non-magnet users
+        allowed_r_run = allowed_r
+        if policy:
+            r_requests = _licence_requests(refined_need, refined_stock[r:r + 1],
+                                           refined_pref[r:r + 1], allowed_r)
+            allowed_r_run, r_wait = _queue_month(
+                r, refined_queue, r_requests, r_required, r_approval, r_validity, r_leakage,
+                approval_scale, extra_leak, allowed_r, r_shape, stats, r_dest, n, e_n)
+        asked_scratch = np.zeros(r_shape)
+        rflow, _, rflow_out, received, r_asked, rtrade = _allocate(
+            refined_stock[r:r + 1], refined_need, allowed_r_run, refined_pref[r:r + 1],
+            home_first, all_open_r, asked_scratch)
+        # 5-6. production, deliveries, users, records and mass balance
+        _settle(t, received, rflow_out, element_need, refined_need, oxide_need, to_make,
+                from_stock, planned, plan, grade_content, grade_uses, purchase, release,
+                request_g, request_s, need_s, supply_g, capacity_g, sector_grade, is_defense,
+                defense_first, e2s_start, e2s_sector, e2s_share, oxide_to_metal,
+                refined_stock[r:r + 1], magnet_stock[r:r + 1], user_stock[r:r + 1],
+                stockpile[r:r + 1], conc_stock[r:r + 1], mflow, mtrade, spare_mag, spare_ref,
+                production[r:r + 1], inventory[r:r + 1], rec_need[r:r + 1],
+                consumption[r:r + 1], shortfall[r:r + 1], oxide_shortfall[r:r + 1], upstream,
+                before[r:r + 1], balance[r:r + 1], min_stock[r:r + 1])
+        # 6. switching and prices
+        magnet_pref[r] = _switch_preferences(magnet_pref[r:r + 1], m_asked, mtrade, spare_mag,
+                                             _route_open(allowed_m_run), switching[r:r + 1])[0]
+        refined_pref[r] = _switch_preferences(refined_pref[r:r + 1], r_asked, rtrade,
+                                              spare_ref, _route_open(allowed_r_run),
+                                              switching[r:r + 1])[0]
+        _prices(refined_need, received, markets, signal[r:r + 1], multiple[r:r + 1],
+                elasticity[r:r + 1], smoothing, item_elements, base_price, MAX_MULTIPLE,
+                price[r, t:t + 1])
+        if policy:
+            # licence statistics, tonnes held back, the actor's share of makers' inputs
+            rq = r if m_required.shape[0] > 1 else 0
+            held_m = _held_back(m_requests, mflow, m_required[rq:rq + 1], magnet_queue[3])
+            held_r = _held_back(r_requests, rflow, r_required, refined_queue[3])
+            for c in range(n):
+                for k in range(4):
+                    licences[r, t, k, c] = stats[k, c]
+                held = 0.0
+                for e in range(e_n):
+                    held_back[r, t, c, e] = held_r[0, c, e]
+                    held += held_r[0, c, e]
+                for g in range(g_n):
+                    held_back[r, t, c, e_n + g] = held_m[0, c, g]
+                    held += held_m[0, c, g]
+                licences[r, t, 4, c] = held
+                into_c = 0.0
+                for x in range(n):
+                    into_c += rtrade[0, x, c]
+                origin_share[r, c] = _ratio(rtrade[0, actor, c], into_c)
+            wait_days[r, t] = r_wait if np.isnan(m_wait) else m_wait
+        for x in range(n):
+            for c in range(n):
+                trade[r, t, 1, x, c] = rtrade[0, x, c]
+                trade[r, t, 2, x, c] = mtrade[0, x, c]
+
+
+def whole_month(t, network, month, params, state, policy, magnet_queue, refined_queue,
+                licence_parameters, records) -> None:
+    """The plain kernel's whole month, run by run, in place (see :func:`_whole_month`; the
+    kernel's ``_whole_*`` helpers give the tuples)."""
+    _whole_month(t, network, month, params, state, policy, magnet_queue, refined_queue,
+                 licence_parameters, records)
+
+
+__all__ = ["AVAILABLE", "mine_and_separate", "settle", "update_prices", "whole_month"]

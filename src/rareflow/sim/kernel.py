@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rareflow.policy.licences import LicenceQueue, review_hazards
+from rareflow.policy.licences import MAX_AGE, LicenceQueue, review_hazards
 from rareflow.policy.triggers import NEVER
 from rareflow.sim import compiled, compiled_month
 from rareflow.sim.market import allocate, flow_totals, route_totals, switch_preferences
@@ -226,6 +226,17 @@ def simulate_arrays(
     balance_start = np.stack(before, axis=1) if fused else None  # [R, 4], updated in place
     non_magnet_sectors = ops.month_blocks.sector_shares(net.element_to_sector) if fused else None
     upstream = np.zeros((r, 5))  # compiled: this month's world totals before step 3
+    # the whole month compiled run by run (no review capacity; a month with export quotas
+    # runs the blocks above): each run's arrays stay in the cache through the month
+    whole = fused and (pol is None or not np.isfinite(
+        np.asarray(pol.capacity_t_per_month, dtype=float)).any())
+    if whole:
+        whole_network = _whole_network(net, ctl, separable_mask, grade_uses, non_magnet_sectors,
+                                       prices)
+        whole_params = tuple(np.ascontiguousarray(np.reshape(v, r), dtype=float) for v in (
+            mine_scale, demand_scale, magnet_scale, switching, prices.elasticity,
+            approval_scale, extra_leak))
+        whole_records = tuple(out[name] for name in _WHOLE_RECORDS)
     for t in range(t_n):
 
         # 0. this month's capacities: the network's, projects shifted per run, then (responses)
@@ -239,6 +250,18 @@ def simulate_arrays(
             mine_cap, sep_cap, mag_cap = (
                 cap + completion * late[s] - pipe[s, t][None]
                 for s, cap in enumerate((mine_cap, sep_cap, mag_cap)))
+        if whole and (pol is None or not np.isfinite(pol.quota_t_per_month[t]).any()):
+            state = (conc_stock, refined_stock, magnet_stock, user_stock, stockpile,
+                     conc_shares, magnet_pref, refined_pref, prices.signal, prices.multiple,
+                     origin_share, balance_start)
+            ops.month_blocks.whole_month(
+                t, whole_network, _whole_controls(net, ctl, t, mine_cap, sep_cap, mag_cap),
+                whole_params, state, *_whole_licences(pol, t, origin_share, ops,
+                                                      (mag_queue, ref_queue)),
+                whole_records)
+            if progress is not None:
+                progress(t + 1, t_n)
+            continue
         if resp is not None:
             mine_cap, sep_cap, mag_cap = resp.capacity(t, (mine_cap, sep_cap, mag_cap))
             need_factor, oxide_factor = resp.need_factors()
@@ -564,6 +587,92 @@ def simulate_arrays(
         fired = resp.triggers.fired_month.astype(float)
         out["trigger_fired_month"] = np.where(fired >= NEVER, np.nan, fired)
     return out
+
+
+#: records the compiled whole month writes (compiled_month.whole_month), in its order
+_WHOLE_RECORDS = ("production", "refined_output", "trade", "inventory", "need", "consumption",
+                  "shortfall", "oxide_shortfall", "price", "licences", "licence_wait_days",
+                  "held_back", "balance_error", "min_stock")
+
+
+def _whole_network(net: Network, ctl: Controls, separable: np.ndarray, grade_uses: np.ndarray,
+                   non_magnet_sectors: tuple, prices: PriceState) -> tuple:
+    """The network's constant arrays in the order ``compiled_month.whole_month`` takes them."""
+    def f(a):
+        return np.ascontiguousarray(a, dtype=float)
+
+    def b(a):
+        return np.ascontiguousarray(a, dtype=np.bool_)
+
+    return (f(net.mine_composition), b(separable), float(net.sep_recovery), f(net.conc_shares),
+            f(net.user_cover_months), np.ascontiguousarray(net.sector_grade, dtype=np.int64),
+            f(net.grade_content), b(grade_uses), b(net.sector_is_defense),
+            b(ctl.defense_first), *non_magnet_sectors, f(net.oxide_to_metal),
+            b(ctl.home_first), b(prices.markets), f(net.item_elements), f(net.base_price),
+            float(net.price_smoothing))
+
+
+def _whole_controls(net: Network, ctl: Controls, t: int, mine_cap: np.ndarray,
+                    sep_cap: np.ndarray, mag_cap: np.ndarray) -> tuple:
+    """Month ``t``'s capacities [1|R, C], exogenous flows and the routes' allowed shares
+    before licences, for ``compiled_month.whole_month``."""
+    pol = ctl.policy
+    allowed_c = ctl.allowed_conc[t] if pol is None else ctl.allowed_conc[t] * pol.closed_conc[t]
+    allowed_m = ctl.allowed_magnet[t] if pol is None else (
+        ctl.allowed_magnet[t] * pol.closed_magnet[t])
+    allowed_r = ctl.allowed_refined[t] if pol is None else (
+        ctl.allowed_refined[t] * pol.closed_refined[t])
+    # the allocation ships requests whole on routes all open (market.allocate), only for
+    # allowed shares the same in every run, which licences make per run
+    all_open = [pol is None and bool((a >= 1.0 - 1e-9).all()) for a in (allowed_m, allowed_r)]
+
+    def f(a):
+        return np.ascontiguousarray(np.atleast_2d(a) if np.ndim(a) == 1 else a, dtype=float)
+
+    return (f(mine_cap), f(sep_cap), f(mag_cap), f(net.secondary_supply[t]),
+            f(net.magnet_need[t]), f(net.oxide_need[t]), f(allowed_c[None]),
+            f(allowed_m[None]), f(allowed_r[None]), *all_open,
+            f(np.maximum(-ctl.stockpile_to_users[t], 0.0)[None]),
+            f(np.maximum(ctl.stockpile_to_users[t], 0.0)[None]))
+
+
+def _whole_licences(pol, t: int, origin_share: np.ndarray, ops: _Passes,
+                    queues: tuple) -> tuple:
+    """(policy?, magnet queue, refined queue, licence parameters) for
+    ``compiled_month.whole_month``: each queue's kept channels admitted for this month's
+    required ones, with their state and review hazards; parameters flat [1|R, X*C*K]."""
+    runs, n = origin_share.shape
+    if pol is None:
+        empty = (np.zeros((runs, 0)), np.zeros((runs, MAX_AGE, 0)), np.zeros((runs, 0)),
+                 np.zeros(0, dtype=np.int64), np.zeros((MAX_AGE, 0)))
+        flat = np.zeros((1, 1))
+        no = np.zeros((1, 1, 1, 1), dtype=np.bool_)
+        dest = np.zeros(0, dtype=np.int64)
+        return False, empty, empty, (no, flat, flat, flat, no, flat, flat, flat, dest, dest, 0)
+    lic = _magnet_licences(pol, t, origin_share, ops.magnet_reach)
+    rl = pol.refined
+    required = (np.ascontiguousarray(lic[0], dtype=np.bool_),
+                np.ascontiguousarray(rl.required[t][None], dtype=np.bool_))
+    hazards = (review_hazards(lic[2][0], lic[3][0]),
+               review_hazards(rl.review_median_months[t], rl.review_p90_months[t]))
+    kept, dests = [], []
+    for queue, req, hazard in zip(queues, required, hazards, strict=True):
+        queue._admit(req)
+        if queue._backlog is None:
+            queue._backlog = queue.pending.sum(axis=1)
+        index = np.asarray(queue.index, dtype=np.int64)
+        kept.append((queue.licensed, queue.pending, queue._backlog, index,
+                     np.ascontiguousarray(queue._hazards(hazard), dtype=float)))
+        dests.append((index // queue.shape[2]) % n)
+
+    def flat(a):
+        a = np.ascontiguousarray(a, dtype=float)
+        return a.reshape(a.shape[0], -1)
+
+    parameters = (required[0], flat(lic[1]), flat(lic[5]), flat(lic[4]), required[1],
+                  flat(rl.approval[t][None]), flat(rl.validity_months[t][None]),
+                  flat(rl.leakage[t][None]), *dests, int(pol.extra_actor))
+    return True, kept[0], kept[1], parameters
 
 
 def _allocate_with_totals(supply: np.ndarray, need: np.ndarray, allowed: np.ndarray,
