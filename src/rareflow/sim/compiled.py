@@ -89,16 +89,18 @@ def _suppliers(preference, r, suppliers, count):  # pragma: no cover
 def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  # pragma: no cover
     # Loops visit only buyers with something to ask for and suppliers they prefer: every other
     # channel's request and flow is zero in the numpy version too (0 * x), and skipping a zero
-    # term leaves each sum unchanged. Sums run in the numpy version's order (ascending index).
-    # ``asked`` [R | 1, X, C, K]: every run's requests, or one run's scratch (only their sums
-    # over products are returned then).
+    # term leaves each sum unchanged. Sums run in the numpy version's order (ascending index),
+    # except the requests' sums over products without ``asked``.
+    # ``asked`` [R, X, C, K]: every run's requests, written out; or [0, X, C, K]: only their sums
+    # over products are returned (summed as they are made).
+    keep_asked = asked.shape[0] > 0
     runs, n, k_n = supply.shape
     flow = np.zeros((runs, n, n, k_n))
     by_seller = np.zeros((runs, n, k_n))
     by_buyer = np.zeros((runs, n, k_n))
     asked_route = np.zeros((runs, n, n))
     flow_route = np.zeros((runs, n, n))
-    second = np.zeros((n, n, k_n))
+    second = np.empty((n, n, k_n))  # read only where written (round 2, same condition)
     suppliers = np.zeros((n, n), dtype=np.int64)
     count = np.zeros(n, dtype=np.int64)
     total = np.zeros((n, k_n))
@@ -109,10 +111,6 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
     den = np.zeros((n, k_n))
     for r in range(runs):
         a = allowed[r] if allowed.shape[0] > 1 else allowed[0]
-        ra = r
-        if asked.shape[0] == 1:
-            ra = 0
-            asked[0] = 0.0
         _suppliers(preference, r, suppliers, count)
         # round 1: the need home supply cannot cover, split over open foreign routes
         total[:] = 0.0
@@ -132,7 +130,10 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
                     x = suppliers[c, j]
                     if a[x, c, k] > _EPS:
                         q = preference[r, x, c] / d * unmet
-                        asked[ra, x, c, k] = q
+                        if keep_asked:
+                            asked[r, x, c, k] = q
+                        else:
+                            asked_route[r, x, c] += q
                         f = q if all_open else q * a[x, c, k]
                         flow[r, x, c, k] = f
                         total[x, k] += f
@@ -205,7 +206,10 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
                     if asked_again:
                         q = second[x, c, k]
                         f += q * scale[x, k]
-                        asked[ra, x, c, k] += q
+                        if keep_asked:
+                            asked[r, x, c, k] += q
+                        else:
+                            asked_route[r, x, c] += q
                     flow[r, x, c, k] = max(f, 0.0)  # a seller's stock may be -1e-20 (rounding)
         for x in range(n):
             for k in range(k_n):
@@ -235,7 +239,8 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
             for j in range(count[c]):
                 x = suppliers[c, j]
                 flow_route[r, x, c] = _pairwise_sum(flow[r, x, c], k_n)
-                asked_route[r, x, c] = _pairwise_sum(asked[ra, x, c], k_n)
+                if keep_asked:
+                    asked_route[r, x, c] = _pairwise_sum(asked[r, x, c], k_n)
     return flow, asked, by_seller, by_buyer, asked_route, flow_route
 
 
@@ -261,7 +266,7 @@ def allocate_with_totals(supply: np.ndarray, need: np.ndarray, allowed: np.ndarr
     if supply.shape[2] == 1:
         flow, asked = market.allocate(supply, need, allowed, preference, home_first)
         return flow, *market.route_totals(asked, flow), *market.flow_totals(flow)
-    asked = np.zeros((1, *np.shape(allowed)[-3:]))
+    asked = np.zeros((0, *np.shape(allowed)[-3:]))
     flow, _, by_seller, by_buyer, asked_route, flow_route = _compiled_allocate(
         supply, need, allowed, preference, home_first, asked)
     return flow, asked_route, flow_route, by_seller, by_buyer

@@ -454,6 +454,8 @@ def _whole_month(t, network, month, params, state, policy, magnet_queue, refined
     stats = np.empty((4, n))
     m_requests = np.zeros(m_shape)  # this run's licence requests (with a policy)
     r_requests = np.zeros(r_shape)
+    no_asked_m = np.empty((0, n, n, g_n))  # the allocation sums requests by route only
+    no_asked_r = np.empty((0, n, n, e_n))
     for r in range(runs):
         # 1-2. mining, concentrate shipments, separation; exporters' shares move
         rc = r if mine_cap.shape[0] > 1 else 0
@@ -500,10 +502,9 @@ def _whole_month(t, network, month, params, state, policy, magnet_queue, refined
             allowed_m_run, m_wait = _queue_month(
                 r, magnet_queue, m_requests, m_required, m_approval, m_validity, m_leakage,
                 approval_scale, extra_leak, allowed_m, m_shape, stats, m_dest, n, g_n)
-        asked_scratch = np.zeros(m_shape)
         plan, _, planned, _, m_asked, _ = _allocate(
             supply_g, request_g, allowed_m_run, magnet_pref[r:r + 1], home_first, all_open_m,
-            asked_scratch)
+            no_asked_m)
         for x in range(n):
             for g in range(g_n):
                 taken = min(magnet_stock[r, x, g], planned[0, x, g])
@@ -524,10 +525,9 @@ def _whole_month(t, network, month, params, state, policy, magnet_queue, refined
             allowed_r_run, r_wait = _queue_month(
                 r, refined_queue, r_requests, r_required, r_approval, r_validity, r_leakage,
                 approval_scale, extra_leak, allowed_r, r_shape, stats, r_dest, n, e_n)
-        asked_scratch = np.zeros(r_shape)
         rflow, _, rflow_out, received, r_asked, rtrade = _allocate(
             refined_stock[r:r + 1], refined_need, allowed_r_run, refined_pref[r:r + 1],
-            home_first, all_open_r, asked_scratch)
+            home_first, all_open_r, no_asked_r)
         # 5-6. production, deliveries, users, records and mass balance
         _settle(t, received, rflow_out, element_need, refined_need, oxide_need, to_make,
                 from_stock, planned, plan, grade_content, grade_uses, purchase, release,
