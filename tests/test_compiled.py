@@ -120,6 +120,56 @@ def test_compiled_kernel_matches_numpy_kernel(name):
     _assert_kernels_agree(*outputs)
 
 
+@needs_numba
+@pytest.mark.parametrize("change", ["quota months", "review capacity"])
+def test_compiled_kernel_outside_the_whole_month_matches_numpy(change):
+    """Months the compiled whole month leaves to the compiled blocks: export quotas (quota-2010
+    without its responses block: 60 quota months, then six without) and a finite review
+    capacity (history-2025 with one for China, every month)."""
+    if change == "quota months":
+        scenario = load_scenario("quota-2010").model_copy(update={"responses": None,
+                                                                   "end": "2015-06"})
+    else:
+        scenario = load_scenario("history-2025").model_copy(update={"end": "2025-12"})
+        policies = scenario.policies.model_copy(
+            update={"review_capacity_t_per_month": {"CHN": 50.0}})
+        scenario = scenario.model_copy(update={"policies": policies})
+    network, controls = compile_scenario(DATASET, scenario)
+    pol = controls.policy
+    if change == "quota months":
+        quota_months = np.isfinite(pol.quota_t_per_month).any(axis=1)
+        assert quota_months.any() and not quota_months.all()
+    else:
+        assert np.isfinite(pol.capacity_t_per_month).any()
+    outputs = [kernel.simulate_arrays(network, controls, runs=2, backend=backend)
+               for backend in ("numba", "numpy")]
+    assert outputs[1]["shortfall"].sum() > 0
+    _assert_kernels_agree(*outputs)
+
+
+@needs_numba
+def test_records_written_over_earlier_arrays_are_the_same():
+    """``simulate_arrays(reuse=...)`` writes into an earlier call's arrays: the results equal
+    a fresh call's, whatever the earlier arrays held (here other runs' results, and NaN)."""
+    scenario = load_scenario("history-2025").model_copy(update={"end": "2025-06"})
+    network, controls = compile_scenario(DATASET, scenario)
+    _, values = sample(scenario.uncertain, 4, seed=2)
+    params = run_parameters(scenario.uncertain, values)
+    fresh = kernel.simulate_arrays(network, controls, runs=2, params=params.take(slice(0, 2)))
+    earlier = kernel.simulate_arrays(network, controls, runs=2, params=params.take(slice(2, 4)))
+    earlier["held_back"].fill(np.nan)
+    kept = {name: earlier[name] for name in ("trade", "shortfall", "held_back")}
+    again = kernel.simulate_arrays(network, controls, runs=2, params=params.take(slice(0, 2)),
+                                   reuse=earlier)
+    for name, values in fresh.items():
+        np.testing.assert_array_equal(again[name], values, err_msg=name)
+    for name, array in kept.items():
+        assert again[name] is array, name  # written over, not allocated again
+    other_shape = kernel.simulate_arrays(network, controls, runs=1,
+                                         params=params.take(slice(0, 1)), reuse=again)
+    assert other_shape["trade"] is not again["trade"]
+
+
 #: the kernel's checks: the relative mass-balance error of each stage and the smallest stock
 _ROUNDING_CHECKS = ("balance_error", "min_stock")
 

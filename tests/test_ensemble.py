@@ -261,6 +261,18 @@ def test_results_do_not_depend_on_batch_size():
         assert np.array_equal(values, b.headline()[name], equal_nan=True), name
 
 
+def test_batches_written_over_the_last_batch_keep_their_results():
+    """Without kept datasets each batch's records are written over the last batch's arrays
+    (api._SPARE_RECORDS): every batch's series must be the same as when all runs are one
+    batch that keeps its dataset."""
+    split = simulate(DATASET, SC, runs=6, seed=5, batch_size=2, keep=False)
+    whole = simulate(DATASET, SC, runs=6, seed=5, batch_size=6, keep=True)
+    for name, values in whole.series().items():
+        np.testing.assert_array_equal(split.series()[name], values, err_msg=name)
+    for name, values in whole.headline().items():
+        np.testing.assert_array_equal(split.headline()[name], values, err_msg=name)
+
+
 def test_results_do_not_depend_on_worker_processes():
     one = simulate(DATASET, SC, runs=6, seed=5, batch_size=2, keep=False)
     two = simulate(DATASET, SC, runs=6, seed=5, batch_size=2, keep=False, workers=2)

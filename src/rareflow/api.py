@@ -272,12 +272,27 @@ def _summarised(network, controls, responses, params, n: int, tick,
     """Run the kernel for ``n`` runs of one compiled network; return (series, headline,
     dataset if kept)."""
     _, _, _, attrs, capacity, detail, keep, backend, _ = context
+    # without kept datasets the records are written over the last batch's (popped: a thread
+    # running another ensemble in this process takes its own), so every series is copied out
     raw = simulate_arrays(network, controls, runs=n, detail=detail, params=params,
-                          responses=responses, progress=tick, backend=backend)
+                          responses=responses, progress=tick, backend=backend,
+                          reuse=None if keep else _SPARE_RECORDS.pop("records", None))
     result = Result(to_dataset(network, raw, attrs, capacity, responses))
     extra = {"__balance": raw["balance_error"].max(axis=(1, 2)),
              "__min_stock": raw["min_stock"].min(axis=1)}
-    return result.series(), {**result.headline(), **extra}, (result.data if keep else None)
+    series = {name: np.array(values) for name, values in result.series().items()}
+    headline = {name: np.array(values) for name, values in {**result.headline(),
+                                                             **extra}.items()}
+    if keep:
+        return series, headline, result.data
+    _SPARE_RECORDS["records"] = raw
+    return series, headline, None
+
+
+#: The records of this process's last batch of an ensemble that keeps no datasets, which the
+#: next batch writes over (``simulate_arrays(reuse=...)``): a batch of 64 runs x 144 months
+#: records about 200 MB, and fresh pages cost more than writing over the old.
+_SPARE_RECORDS: dict[str, dict] = {}
 
 
 class _PerRunCompile:

@@ -112,6 +112,7 @@ def simulate_arrays(
     params: RunParameters | None = None,
     responses: ResponseInputs | None = None,
     backend: str = "auto",
+    reuse: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Run every month for ``runs`` identical-parameter runs; return trajectories.
 
@@ -122,7 +123,9 @@ def simulate_arrays(
     responses model (:mod:`rareflow.sim.responses`); without it capacities and demand follow the
     network's exogenous paths. ``backend`` picks the implementation of the passes over trade
     channels: ``"numpy"``, ``"numba"`` (:mod:`rareflow.sim.compiled`, the same numbers) or
-    ``"auto"`` (Numba when it is installed).
+    ``"auto"`` (Numba when it is installed). ``reuse``: arrays a previous call returned that
+    the caller no longer needs; records of the same shape are written into them (each batch of
+    an ensemble would otherwise fault in a few hundred megabytes of fresh pages).
 
     Returns
     -------
@@ -184,38 +187,42 @@ def simulate_arrays(
     china = np.array([c == "CHN" for c in net.countries])
     last_consumed = net.magnet_need[0][None] * demand_scale  # users' intake before the start
 
-    out = {
-        "production": np.zeros((r, t_n, len(STAGES), c_n)),
-        "refined_output": np.zeros((r, t_n, c_n, e_n)),
+    # every record's shape; all start at 0 except these
+    fills = {"licence_wait_days": np.nan, "magnet_fill": 1.0, "refined_fill": 1.0}
+    shapes = {
+        "production": (r, t_n, len(STAGES), c_n),
+        "refined_output": (r, t_n, c_n, e_n),
         # concentrate, refined and magnet trade in one array (the result's ``trade`` variable,
         # without a copy); the three names below are views of it
-        "trade": np.zeros((r, t_n, 3, c_n, c_n)),
-        "inventory": np.zeros((r, t_n, len(INVENTORY_STAGES), c_n)),
-        "need": np.zeros((r, t_n, c_n, s_n)),
-        "consumption": np.zeros((r, t_n, c_n, s_n)),
-        "shortfall": np.zeros((r, t_n, c_n, s_n)),
-        "oxide_shortfall": np.zeros((r, t_n, c_n, e_n)),
-        "price": np.zeros((r, t_n, i_n, 2)),
-        "licences": np.zeros((r, t_n, len(LICENCE_STATS), c_n)),
-        "licence_wait_days": np.full((r, t_n), np.nan),
-        "held_back": np.zeros((r, t_n, c_n, e_n + g_n)),
-        **({"magnet_fill": np.ones((r, t_n, c_n, c_n, g_n)),
-            "refined_fill": np.ones((r, t_n, c_n, c_n, e_n))} if detail else {}),
-        **({"capacity_run": np.zeros((r, t_n, 3, c_n)),
-            "capacity_new": np.zeros((r, t_n, 3, c_n)),
-            "policy_cost": np.zeros((r, t_n, len(POLICY_COSTS))),
-            "recycled": np.zeros((r, t_n, 2)),
-            "recycled_by_country": np.zeros((r, t_n, c_n)),
-            "investment": np.zeros((r, t_n)),
-            "stockpile_level": np.zeros((r, t_n, responses.holders)),
-            "adoption": np.zeros((r, t_n, 2, len(responses.opt_sector))),
-            "demand_factor": np.zeros((r, t_n, 2)),
-            "residue": np.zeros((r, t_n, 2)),
+        "trade": (r, t_n, 3, c_n, c_n),
+        "inventory": (r, t_n, len(INVENTORY_STAGES), c_n),
+        "need": (r, t_n, c_n, s_n),
+        "consumption": (r, t_n, c_n, s_n),
+        "shortfall": (r, t_n, c_n, s_n),
+        "oxide_shortfall": (r, t_n, c_n, e_n),
+        "price": (r, t_n, i_n, 2),
+        "licences": (r, t_n, len(LICENCE_STATS), c_n),
+        "licence_wait_days": (r, t_n),
+        "held_back": (r, t_n, c_n, e_n + g_n),
+        **({"magnet_fill": (r, t_n, c_n, c_n, g_n),
+            "refined_fill": (r, t_n, c_n, c_n, e_n)} if detail else {}),
+        **({"capacity_run": (r, t_n, 3, c_n),
+            "capacity_new": (r, t_n, 3, c_n),
+            "policy_cost": (r, t_n, len(POLICY_COSTS)),
+            "recycled": (r, t_n, 2),
+            "recycled_by_country": (r, t_n, c_n),
+            "investment": (r, t_n),
+            "stockpile_level": (r, t_n, responses.holders),
+            "adoption": (r, t_n, 2, len(responses.opt_sector)),
+            "demand_factor": (r, t_n, 2),
+            "residue": (r, t_n, 2),
             } if responses is not None else {}),
-        "balance_error": np.zeros((r, t_n, 5)),
-        "min_stock": np.zeros((r, t_n)),
+        "balance_error": (r, t_n, 5),
+        "min_stock": (r, t_n),
     }
 
+    out = {name: _record(shape, fills.get(name, 0.0), None if reuse is None else reuse.get(name))
+           for name, shape in shapes.items()}
     out["conc_trade"], out["refined_trade"], out["magnet_trade"] = (
         out["trade"][:, :, k] for k in range(3))
     # world stocks at the start of the month (then the end of the last month's)
@@ -593,6 +600,15 @@ def simulate_arrays(
 _WHOLE_RECORDS = ("production", "refined_output", "trade", "inventory", "need", "consumption",
                   "shortfall", "oxide_shortfall", "price", "licences", "licence_wait_days",
                   "held_back", "balance_error", "min_stock")
+
+
+def _record(shape: tuple, fill: float, buffer: np.ndarray | None) -> np.ndarray:
+    """A record array of ``shape`` filled with ``fill``: ``buffer`` when it has the shape (an
+    earlier call's, which its caller no longer needs), else a new one."""
+    if buffer is not None and buffer.shape == shape and buffer.dtype == np.float64:
+        buffer.fill(fill)
+        return buffer
+    return np.full(shape, fill) if fill else np.zeros(shape)
 
 
 def _whole_network(net: Network, ctl: Controls, separable: np.ndarray, grade_uses: np.ndarray,
