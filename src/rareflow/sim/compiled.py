@@ -87,10 +87,11 @@ def _suppliers(preference, r, suppliers, count):  # pragma: no cover
 
 @_jit
 def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  # pragma: no cover
-    # Loops visit only buyers with something to ask for and suppliers they prefer: every other
-    # channel's request and flow is zero in the numpy version too (0 * x), and skipping a zero
-    # term leaves each sum unchanged. Sums run in the numpy version's order (ascending index),
-    # except the requests' sums over products without ``asked``.
+    # Loops visit only buyers with something to ask for and suppliers they prefer, and after
+    # each round only the (buyer, product) pairs that placed requests (``placed``, ``again``):
+    # every other channel's request and flow is zero in the numpy version too (0 * x), and
+    # skipping a zero term leaves each sum unchanged. Sums run in the numpy version's order
+    # (ascending index), except the requests' sums over products without ``asked``.
     # ``asked`` [R, X, C, K]: every run's requests, written out; or [0, X, C, K]: only their sums
     # over products are returned (summed as they are made).
     keep_asked = asked.shape[0] > 0
@@ -109,11 +110,15 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
     spare = np.zeros((n, k_n))
     lack = np.zeros((n, k_n))
     den = np.zeros((n, k_n))
+    placed = np.zeros((n, k_n), dtype=np.bool_)  # requests in round 1
+    again = np.zeros((n, k_n), dtype=np.bool_)  # requests in round 2
     for r in range(runs):
         a = allowed[r] if allowed.shape[0] > 1 else allowed[0]
         _suppliers(preference, r, suppliers, count)
         # round 1: the need home supply cannot cover, split over open foreign routes
         total[:] = 0.0
+        placed[:] = False
+        again[:] = False
         for c in range(n):
             for k in range(k_n):
                 unmet = max(need[r, c, k] - supply[r, c, k], 0.0)
@@ -126,6 +131,7 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
                         d += preference[r, x, c]
                 if not d > _EPS:
                     continue
+                placed[c, k] = True
                 for j in range(count[c]):
                     x = suppliers[c, j]
                     if a[x, c, k] > _EPS:
@@ -158,6 +164,8 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
         lack[:] = 0.0  # first what arrived from all sellers
         for c in range(n):
             for k in range(k_n):
+                if not placed[c, k]:
+                    continue
                 for j in range(count[c]):
                     x = suppliers[c, j]
                     f = flow[r, x, c, k] * scale[x, k]
@@ -165,8 +173,9 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
                     total[x, k] += f
         for c in range(n):  # ascending x for each buyer, as flow.sum(axis=1)
             for k in range(k_n):
-                for j in range(count[c]):
-                    lack[c, k] += flow[r, suppliers[c, j], c, k]
+                if placed[c, k]:
+                    for j in range(count[c]):
+                        lack[c, k] += flow[r, suppliers[c, j], c, k]
         for x in range(n):
             for k in range(k_n):
                 spare[x, k] = max(supply[r, x, k] - home_fill[x, k] - total[x, k], 0.0)
@@ -186,6 +195,7 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
                 den[c, k] = d
                 if not d > _EPS:
                     continue
+                again[c, k] = True
                 for j in range(count[c]):
                     x = suppliers[c, j]
                     q = 0.0
@@ -199,7 +209,9 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
                 scale[x, k] = min(1.0, spare[x, k] / t if t > _MASS_EPS else 0.0)
         for c in range(n):
             for k in range(k_n):
-                asked_again = lack[c, k] != 0.0 and den[c, k] > _EPS
+                asked_again = again[c, k]
+                if not (asked_again or placed[c, k]):
+                    continue
                 for j in range(count[c]):
                     x = suppliers[c, j]
                     f = flow[r, x, c, k]
@@ -218,6 +230,11 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
         # in its place): the order of market.flow_totals (einsum over non-contiguous axes)
         for c in range(n):
             for k in range(k_n):
+                if not (placed[c, k] or again[c, k]):  # only the home flow
+                    f = flow[r, c, c, k]
+                    by_seller[r, c, k] += f
+                    by_buyer[r, c, k] = f
+                    continue
                 got = 0.0
                 home_pending = True
                 for j in range(count[c] + 1):
@@ -236,6 +253,11 @@ def _allocate(supply, need, allowed, preference, home_first, all_open, asked):  
         # home and preferred routes carry anything, and only foreign routes are asked
         for c in range(n):
             flow_route[r, c, c] = _pairwise_sum(flow[r, c, c], k_n)
+            asked_c = False
+            for k in range(k_n):
+                asked_c = asked_c or placed[c, k] or again[c, k]
+            if not asked_c:
+                continue  # no foreign flow, nothing asked
             for j in range(count[c]):
                 x = suppliers[c, j]
                 flow_route[r, x, c] = _pairwise_sum(flow[r, x, c], k_n)
