@@ -121,3 +121,18 @@ def test_cli_run_json_and_out(tmp_path):
 def test_cli_bad_month_option():
     res = CliRunner().invoke(app, ["run", "baseline", "--end", "2024-13"])
     assert res.exit_code == 2 and "--end" in res.stderr
+
+
+def test_series_bands_in_threads_equal_one_by_one():
+    """Ensembles of 1,000 runs or more take their series' percentiles in threads: the same
+    bands, in the same order, as one series after another."""
+    from rareflow.result import _bands, _series_bands
+
+    rng = np.random.default_rng(3)
+    series = {f"s{k}": rng.lognormal(size=(1200, 7)) for k in range(5)}
+    series["s2"][:, 3] = np.nan  # a month without values: None in every band
+    bands = _series_bands(series)
+    assert list(bands) == list(series)
+    for name, values in series.items():
+        assert bands[name] == _bands(values), name
+    assert bands["s2"]["p50"][3] is None
