@@ -87,25 +87,22 @@ def _profile(fn) -> list[tuple[str, float]]:
     stats = pstats.Stats(prof, stream=io.StringIO()).stats
     total = max(v[3] for v in stats.values())
     parts = {
-        "allocation (compiled.allocate_with_totals)": ("compiled.py",
-                                                       ("allocate_with_totals",)),
-        "licence queue (LicenceQueue.step, allowed_share)": ("licences.py",
-                                                             ("step", "allowed_share")),
-        "licence requests (compiled.licence_requests)": ("compiled.py", ("licence_requests",)),
-        "licence statistics (kernel._licence_stats)": ("kernel.py", ("_licence_stats",)),
-        "magnet licence parameters (kernel._magnet_licences)": ("kernel.py",
-                                                                ("_magnet_licences",)),
-        "preference switching and exporter shares (compiled)": (
-            "compiled.py", ("switch_preferences", "shift_exporter_shares")),
-        "prices (compiled_month.update_prices)": ("compiled_month.py", ("update_prices",)),
-        "compiled month blocks (mining and separation; settlement and records)": (
+        "the compiled whole month, run by run (compiled_month.whole_month)": (
+            "compiled_month.py", ("whole_month",)),
+        "licence channels, parameters and review hazards of the month "
+        "(kernel._whole_licences)": ("kernel.py", ("_whole_licences",)),
+        "export rules and flows of the month (kernel._whole_controls)": (
+            "kernel.py", ("_whole_controls",)),
+        "compiled month blocks (months the whole month leaves to them)": (
             "compiled_month.py", ("mine_and_separate", "settle")),
+        "allocation outside the whole month (compiled.allocate_with_totals)": (
+            "compiled.py", ("allocate_with_totals",)),
     }
     out = []
     for label, (file, names) in parts.items():
         cum = sum(v[3] for (f, _, name), v in stats.items() if f.endswith(file) and name in names)
         out.append((label, cum / total))
-    out.append(("the rest of the kernel's month loop (numpy arithmetic, route maxima, calls)",
+    out.append(("the rest (records, the month loop in Python)",
                 1.0 - sum(x for _, x in out)))
     return out
 

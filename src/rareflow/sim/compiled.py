@@ -24,8 +24,8 @@ convenience for checking, not a condition for agreeing to 1e-9. Shapes where num
 contiguous axis that the loops here would sum in order (one product in an allocation, one
 channel in a licence queue) run in numpy. Numba is optional: without it :data:`AVAILABLE` is
 False and the kernel uses numpy (``backend="numpy"``; ``"auto"`` picks this module when it
-can). The first use on a machine compiles the functions (a few seconds); Numba caches them on
-disk.
+can). The first use on a machine compiles the functions (about half a minute, most of it for
+:mod:`rareflow.sim.compiled_month`); Numba caches them on disk.
 """
 
 from __future__ import annotations

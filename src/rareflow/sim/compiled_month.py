@@ -1,18 +1,28 @@
-"""Compiled blocks of the kernel's month (Numba), for the plain kernel.
+"""Compiled (Numba) months of the kernel, for the plain kernel.
 
 :mod:`rareflow.sim.compiled` compiles the passes over trade channels one by one; between them
-the kernel still makes about a hundred numpy calls a month on [run, country, product] arrays,
-each a pass over every run with its own temporaries. Here a stretch of those calls becomes one
-loop over runs, in which each run's arrays (a few kilobytes) stay in the cache.
+the numpy kernel makes about a hundred numpy calls a month on [run, country, product] arrays,
+each a pass over every run with its own temporaries.
 
-:func:`mine_and_separate` is steps 1 and 2 of ``kernel.simulate_arrays``: mining, concentrate
-shipments and separation. :func:`settle` is step 5 and the bookkeeping of step 6: from the
-refined allocation to production, deliveries, users' stocks and shortfalls, the month's
-records and the mass balance. :func:`update_prices` is step 6's price update. They cover runs
-without the responses model and without ``detail`` (the kernel runs its numpy code
-otherwise). They perform the same arithmetic as the numpy code, though not always in the same
-order of summation: results agree to 1e-9 (tests/test_compiled.py), which since the allocation
-counts tonnes from 1 g no longer depends on the last bit (tests/test_robustness.py).
+:func:`whole_month` is the whole month in one compiled call: a loop over runs that takes each
+run through every step of ``kernel.simulate_arrays`` (mining to prices, the licence queues
+and their statistics, the month's records and mass balance) while that run's arrays (a few
+hundred kilobytes) stay in the cache. It calls the compiled passes, and the blocks below, on
+one run's slices. What is the same for every run stays in Python, once a month: admitting
+licence channels required for the first time, review hazards, extraterritorial licence
+parameters (``kernel._whole_licences``).
+
+The blocks cover months the whole month leaves to them (export quotas, a finite review
+capacity): :func:`mine_and_separate` is steps 1 and 2 (mining, concentrate shipments and
+separation); :func:`settle` is step 5 and the bookkeeping of step 6 (from the refined
+allocation to production, deliveries, users' stocks and shortfalls, the month's records and
+the mass balance); :func:`update_prices` is step 6's price update.
+
+All of it covers runs without the responses model and without ``detail`` (the kernel runs its
+numpy code otherwise). It performs the same arithmetic as the numpy code, though not always in
+the same order of summation: results agree to 1e-9 (tests/test_compiled.py), which since the
+allocation counts tonnes from 1 g no longer depends on the last bit
+(tests/test_robustness.py).
 """
 
 from __future__ import annotations
@@ -416,6 +426,10 @@ def _queue_month(r, queue, requested, required, approval, validity, leakage, app
 @_jit
 def _whole_month(t, network, month, params, state, policy, magnet_queue, refined_queue,
                  licence_parameters, records):  # pragma: no cover
+    # The tuples, in the order unpacked below, come from kernel._whole_network (constant),
+    # _whole_controls (this month's, [1|R, ...]), the run parameters [R], the state [R, ...]
+    # (updated in place), kernel._whole_licences (queues: their kept channels; parameters flat
+    # [1|R, X*C*K]) and the records [R, T, ...] (written at month t).
     (composition, separable, recovery, conc_base, user_cover, sector_grade, grade_content,
      grade_uses, is_defense, defense_first, e2s_start, e2s_sector, e2s_share, oxide_to_metal,
      home_first, markets, item_elements, base_price, smoothing) = network
