@@ -93,10 +93,6 @@ def _profile(fn) -> list[tuple[str, float]]:
         "(kernel._whole_licences)": ("kernel.py", ("_whole_licences",)),
         "export rules and flows of the month (kernel._whole_controls)": (
             "kernel.py", ("_whole_controls",)),
-        "compiled month blocks (months the whole month leaves to them)": (
-            "compiled_month.py", ("mine_and_separate", "settle")),
-        "allocation outside the whole month (compiled.allocate_with_totals)": (
-            "compiled.py", ("allocate_with_totals",)),
     }
     out = []
     for label, (file, names) in parts.items():
