@@ -33,7 +33,6 @@ from rareflow.dims import DAYS_PER_MONTH
 from rareflow.sim.compiled import (
     AVAILABLE,
     _allocate,
-    _held_back,
     _jit,
     _licence_month,
     _licence_requests,
@@ -424,6 +423,19 @@ def _queue_month(r, queue, requested, required, approval, validity, leakage, app
 
 
 @_jit
+def _add_held_back(by_product, total, requested, flow, required, at, offset):  # pragma: no cover
+    """Add one run's tonnes held back on a queue's kept channels (positions ``at`` [3, N]:
+    exporter, destination, product) to ``by_product`` [C, E + G] at ``offset`` and to
+    ``total`` [C]; exporter-major, so each (destination, product) sums exporters in order."""
+    for j in range(at.shape[1]):
+        x, c, k = at[0, j], at[1, j], at[2, j]
+        if c != x and required[x, c, k]:
+            held = max(requested[x, c, k] - flow[x, c, k], 0.0)
+            by_product[c, offset + k] += held
+            total[c] += held
+
+
+@_jit
 def _whole_month(t, network, month, params, state, policy, magnet_queue, refined_queue,
                  licence_parameters, records):  # pragma: no cover
     # The tuples, in the order unpacked below, come from kernel._whole_network (constant),
@@ -440,7 +452,7 @@ def _whole_month(t, network, month, params, state, policy, magnet_queue, refined
     (conc_stock, refined_stock, magnet_stock, user_stock, stockpile, conc_shares, magnet_pref,
      refined_pref, signal, multiple, origin_share, before) = state
     (m_required, m_approval, m_validity, m_leakage, r_required, r_approval, r_validity,
-     r_leakage, m_dest, r_dest, actor) = licence_parameters
+     r_leakage, m_at, r_at, actor) = licence_parameters
     (production, refined_output, trade, inventory, rec_need, consumption, shortfall,
      oxide_shortfall, price, licences, wait_days, held_back, balance, min_stock) = records
     runs, n, e_n = conc_stock.shape
@@ -515,7 +527,7 @@ def _whole_month(t, network, month, params, state, policy, magnet_queue, refined
             m_requests = _licence_requests(request_g, supply_g, magnet_pref[r:r + 1], allowed_m)
             allowed_m_run, m_wait = _queue_month(
                 r, magnet_queue, m_requests, m_required, m_approval, m_validity, m_leakage,
-                approval_scale, extra_leak, allowed_m, m_shape, stats, m_dest, n, g_n)
+                approval_scale, extra_leak, allowed_m, m_shape, stats, m_at[1], n, g_n)
         plan, _, planned, _, m_asked, _ = _allocate(
             supply_g, request_g, allowed_m_run, magnet_pref[r:r + 1], home_first, all_open_m,
             no_asked_m)
@@ -538,7 +550,7 @@ def _whole_month(t, network, month, params, state, policy, magnet_queue, refined
                                            refined_pref[r:r + 1], allowed_r)
             allowed_r_run, r_wait = _queue_month(
                 r, refined_queue, r_requests, r_required, r_approval, r_validity, r_leakage,
-                approval_scale, extra_leak, allowed_r, r_shape, stats, r_dest, n, e_n)
+                approval_scale, extra_leak, allowed_r, r_shape, stats, r_at[1], n, e_n)
         rflow, _, rflow_out, received, r_asked, rtrade = _allocate(
             refined_stock[r:r + 1], refined_need, allowed_r_run, refined_pref[r:r + 1],
             home_first, all_open_r, no_asked_r)
@@ -562,21 +574,18 @@ def _whole_month(t, network, month, params, state, policy, magnet_queue, refined
                 elasticity[r:r + 1], smoothing, item_elements, base_price, MAX_MULTIPLE,
                 price[r, t:t + 1])
         if policy:
-            # licence statistics, tonnes held back, the actor's share of makers' inputs
+            # licence statistics, tonnes held back (requested from foreign suppliers under
+            # licence and not shipped: kernel._held_back), the actor's share of makers' inputs
             rq = r if m_required.shape[0] > 1 else 0
-            held_m = _held_back(m_requests, mflow, m_required[rq:rq + 1], magnet_queue[3])
-            held_r = _held_back(r_requests, rflow, r_required, refined_queue[3])
             for c in range(n):
                 for k in range(4):
                     licences[r, t, k, c] = stats[k, c]
-                held = 0.0
-                for e in range(e_n):
-                    held_back[r, t, c, e] = held_r[0, c, e]
-                    held += held_r[0, c, e]
-                for g in range(g_n):
-                    held_back[r, t, c, e_n + g] = held_m[0, c, g]
-                    held += held_m[0, c, g]
-                licences[r, t, 4, c] = held
+                licences[r, t, 4, c] = 0.0
+            _add_held_back(held_back[r, t], licences[r, t, 4], r_requests[0], rflow[0],
+                           r_required[0], r_at, 0)
+            _add_held_back(held_back[r, t], licences[r, t, 4], m_requests[0], mflow[0],
+                           m_required[rq], m_at, e_n)
+            for c in range(n):
                 into_c = 0.0
                 for x in range(n):
                     into_c += rtrade[0, x, c]

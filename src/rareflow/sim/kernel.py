@@ -656,15 +656,16 @@ def _whole_licences(pol, t: int, origin_share: np.ndarray, ops: _Passes,
                     queues: tuple) -> tuple:
     """(policy?, magnet queue, refined queue, licence parameters) for
     ``compiled_month.whole_month``: each queue's kept channels admitted for this month's
-    required ones, with their state and review hazards; parameters flat [1|R, X*C*K]."""
+    required ones, with their state and review hazards; parameters flat [1|R, X*C*K]; the kept
+    channels' positions [3, N] (exporter, destination, product)."""
     runs, n = origin_share.shape
     if pol is None:
         empty = (np.zeros((runs, 0)), np.zeros((runs, MAX_AGE, 0)), np.zeros((runs, 0)),
                  np.zeros(0, dtype=np.int64), np.zeros((MAX_AGE, 0)))
         flat = np.zeros((1, 1))
         no = np.zeros((1, 1, 1, 1), dtype=np.bool_)
-        dest = np.zeros(0, dtype=np.int64)
-        return False, empty, empty, (no, flat, flat, flat, no, flat, flat, flat, dest, dest, 0)
+        at = np.zeros((3, 0), dtype=np.int64)
+        return False, empty, empty, (no, flat, flat, flat, no, flat, flat, flat, at, at, 0)
     lic = _magnet_licences(pol, t, origin_share, ops.magnet_reach)
     rl = pol.refined
     required = (np.ascontiguousarray(lic[0], dtype=np.bool_),
@@ -679,7 +680,8 @@ def _whole_licences(pol, t: int, origin_share: np.ndarray, ops: _Passes,
         index = np.asarray(queue.index, dtype=np.int64)
         kept.append((queue.licensed, queue.pending, queue._backlog, index,
                      np.ascontiguousarray(queue._hazards(hazard), dtype=float)))
-        dests.append((index // queue.shape[2]) % n)
+        route, product = np.divmod(index, queue.shape[2])
+        dests.append(np.stack(np.divmod(route, n) + (product,)))  # exporter, destination, product
 
     def flat(a):
         a = np.ascontiguousarray(a, dtype=float)
