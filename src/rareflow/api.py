@@ -160,6 +160,7 @@ def simulate(
     labels, values, series, headline, kept = evaluate(
         simulate_batch, scenario.uncertain, runs, seed, batch_size, values=parameter_values,
         map_batches=in_workers if workers > 1 and runs > batch_size else None)
+    _SPARE_RECORDS.pop("records", None)  # not held between calls (a server lives on)
     checks = {"mass_balance_max_rel_error": float(headline.pop("__balance").max()),
               "min_stock_t": float(headline.pop("__min_stock").min())}
     data = None
@@ -291,7 +292,8 @@ def _summarised(network, controls, responses, params, n: int, tick,
 
 #: The records of this process's last batch of an ensemble that keeps no datasets, which the
 #: next batch writes over (``simulate_arrays(reuse=...)``): a batch of 64 runs x 144 months
-#: records about 200 MB, and fresh pages cost more than writing over the old.
+#: records about 200 MB, and fresh pages cost more than writing over the old. :func:`simulate`
+#: drops them when it returns; a worker process (or a sweep's Dask worker) keeps one batch's.
 _SPARE_RECORDS: dict[str, dict] = {}
 
 

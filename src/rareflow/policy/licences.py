@@ -38,6 +38,7 @@ Reuters, Teslam); see data/licence_regimes.csv for the per-period parameters and
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,9 +50,10 @@ MAX_AGE = 12
 _EPS = 1e-12
 #: review_hazards' results by their inputs' bytes (oldest dropped first); a history scenario
 #: cycles through a dozen or more distinct regimes per run, so the cache must hold them all or
-#: every batch of an ensemble recomputes them
+#: every batch of an ensemble recomputes them. The lock serves the server's threads.
 _HAZARD_CACHE: dict[tuple, np.ndarray] = {}
 _HAZARD_CACHE_SIZE = 64
+_HAZARD_LOCK = threading.Lock()
 
 
 def review_hazards(median_months: np.ndarray, p90_months: np.ndarray) -> np.ndarray:
@@ -60,17 +62,18 @@ def review_hazards(median_months: np.ndarray, p90_months: np.ndarray) -> np.ndar
     The parameters rarely change from month to month, so results are kept and the same
     (read-only) array is returned again for equal inputs.
     """
-    median_months = np.ascontiguousarray(median_months, dtype=float)
-    p90_months = np.ascontiguousarray(p90_months, dtype=float)
+    median_months = np.asarray(median_months, dtype=float)
+    p90_months = np.asarray(p90_months, dtype=float)
     key = (median_months.shape, p90_months.shape, median_months.tobytes(),
-           p90_months.tobytes())
+           p90_months.tobytes())  # tobytes: C order, whatever the layout
     hazard = _HAZARD_CACHE.get(key)
     if hazard is None:
         hazard = _review_hazards(median_months, p90_months)
         hazard.setflags(write=False)
-        if len(_HAZARD_CACHE) >= _HAZARD_CACHE_SIZE:
-            del _HAZARD_CACHE[next(iter(_HAZARD_CACHE))]
-        _HAZARD_CACHE[key] = hazard
+        with _HAZARD_LOCK:
+            while len(_HAZARD_CACHE) >= _HAZARD_CACHE_SIZE:
+                del _HAZARD_CACHE[next(iter(_HAZARD_CACHE))]
+            _HAZARD_CACHE[key] = hazard
     return hazard
 
 

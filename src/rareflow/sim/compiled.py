@@ -12,20 +12,22 @@ used by :class:`rareflow.policy.licences.LicenceQueue`), preference switching
 (:func:`switch_preferences`), exporters' destination shares (:func:`shift_exporter_shares`),
 concentrate shipments (:func:`ship_concentrate`) and grade ratios (:func:`grade_ratio`).
 
-They compute the same numbers as the numpy versions, operation for operation and, except for
-the licence queue's decisions by age (summed over its active channels in order), in the same
-order of summation (ascending index; numpy's pairwise summation where numpy reduces a contiguous
-row, :func:`_pairwise_sum`): tests/test_compiled.py holds them, and the whole kernel, to 1e-9
-(for C-ordered arrays, which the kernel passes; numpy sums a Fortran-ordered array in another
-order). Since the allocation counts tonnes from
-:data:`rareflow.sim.market.MASS_EPS_T` (1 g) instead of 1e-12 t, a last-bit difference no
-longer turns into a different allocation (tests/test_robustness.py), so the same order is a
-convenience for checking, not a condition for agreeing to 1e-9. Shapes where numpy reduces a
-contiguous axis that the loops here would sum in order (one product in an allocation, one
-channel in a licence queue) run in numpy. Numba is optional: without it :data:`AVAILABLE` is
-False and the kernel uses numpy (``backend="numpy"``; ``"auto"`` picks this module when it
-can). The first use on a machine compiles the functions (about half a minute, most of it for
-:mod:`rareflow.sim.compiled_month`); Numba caches them on disk.
+They compute the same numbers as the numpy versions, operation for operation and, except for the
+licence queue's decisions by age (summed over its active channels in order) and the allocation's
+requests summed by route when no array of requests is asked for (added up as they are made), in
+the same order of summation (ascending index; numpy's pairwise summation where numpy reduces a
+contiguous row, :func:`_pairwise_sum`): tests/test_compiled.py holds them, and the whole kernel,
+to 1e-9 (for C-ordered arrays, which the kernel passes; numpy sums a Fortran-ordered array in
+another order). Since the allocation counts tonnes from :data:`rareflow.sim.market.MASS_EPS_T`
+(1 g) instead of 1e-12 t, a last-bit difference no longer turns into a different allocation
+(tests/test_robustness.py), so the same order is a convenience for checking, not a condition for
+agreeing to 1e-9. Shapes where numpy reduces a contiguous axis that the loops here would sum in
+order (one product in an allocation, one channel in a licence queue) run in numpy when the
+kernel calls these passes; the compiled whole month (:mod:`rareflow.sim.compiled_month`) calls
+the loops whatever the shape, which differs from numpy in the last bit only. Numba is optional:
+without it :data:`AVAILABLE` is False and the kernel uses numpy (``backend="numpy"``; ``"auto"``
+picks this module when it can). The first use on a machine compiles the functions (about half a
+minute, most of it for :mod:`rareflow.sim.compiled_month`); Numba caches them on disk.
 """
 
 from __future__ import annotations

@@ -234,7 +234,7 @@ def simulate_arrays(
     non_magnet_sectors = ops.month_blocks.sector_shares(net.element_to_sector) if fused else None
     upstream = np.zeros((r, 5))  # compiled: this month's world totals before step 3
     # the whole month compiled run by run (no review capacity; a month with export quotas
-    # runs the blocks above): each run's arrays stay in the cache through the month
+    # runs the month below, with the compiled blocks): each run's arrays stay in the cache
     whole = fused and (pol is None or not np.isfinite(
         np.asarray(pol.capacity_t_per_month, dtype=float)).any())
     if whole:
