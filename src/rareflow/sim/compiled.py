@@ -485,7 +485,7 @@ def _licence_month(licensed, pending, backlog, index, requested, required, appro
     denied = np.zeros((runs, n))
     in_review = np.zeros((runs, n))
     by_age = np.zeros((runs, ages))
-    decided_now = np.zeros((ages, n))  # kept at 0 outside the active channels
+    decided_now = np.empty((ages, n))  # by age and active channel (the first m columns)
     decided = np.zeros(n)
     held = np.zeros(n)
     active = np.zeros(n, dtype=np.int64)
@@ -512,12 +512,12 @@ def _licence_month(licensed, pending, backlog, index, requested, required, appro
             for jj in range(m):
                 j = active[jj]
                 d = pending[r, a, j] * hazards[a, j]
-                decided_now[a, j] = d
+                decided_now[a, jj] = d
                 decided[j] += d
         for a in range(ages - 1, 0, -1):  # age by one month (the oldest was all decided)
             for jj in range(m):
                 j = active[jj]
-                pending[r, a, j] = pending[r, a - 1, j] - decided_now[a - 1, j]
+                pending[r, a, j] = pending[r, a - 1, j] - decided_now[a - 1, jj]
         for jj in range(m):
             pending[r, 0, active[jj]] = 0.0
         for a in range(ages):
@@ -536,9 +536,7 @@ def _licence_month(licensed, pending, backlog, index, requested, required, appro
         for a in range(ages):  # decisions by age, over the active channels only
             total = 0.0
             for jj in range(m):
-                j = active[jj]
-                total += decided_now[a, j]
-                decided_now[a, j] = 0.0
+                total += decided_now[a, jj]
             by_age[r, a] = total
     return applications, approved, denied, by_age, in_review
 

@@ -35,7 +35,6 @@ from rareflow.sim.compiled import (
     _allocate,
     _jit,
     _licence_month,
-    _licence_requests,
     _licence_share,
     _route_open,
     _scarcest_share,
@@ -423,6 +422,27 @@ def _queue_month(r, queue, requested, required, approval, validity, leakage, app
 
 
 @_jit
+def _requests_at(need, supply, preference, allowed, index, at, out):  # pragma: no cover
+    """``compiled._licence_requests`` of one run on a queue's kept channels only: what buyers
+    would ask each foreign supplier for without licences, written at the flat positions
+    ``index`` (decoded in ``at`` [3, N]: exporter, destination, product) of ``out``; need,
+    supply [C, K], preference [X, C], allowed [X, C, K]. Nothing else reads the requests."""
+    n = need.shape[0]
+    for j in range(index.shape[0]):
+        x, c, k = at[0, j], at[1, j], at[2, j]
+        asked = 0.0
+        unmet = max(need[c, k] - supply[c, k], 0.0)
+        if x != c and preference[x, c] != 0.0 and unmet != 0.0:
+            d = 0.0  # over the buyer's foreign suppliers, in ascending order
+            for s in range(n):
+                if s != c and preference[s, c] != 0.0:
+                    d += preference[s, c] * allowed[s, c, k]
+            if abs(d) > _EPS:
+                asked = unmet * (preference[x, c] * allowed[x, c, k] / d)
+        out[index[j]] = asked
+
+
+@_jit
 def _add_held_back(by_product, total, requested, flow, required, at, offset):  # pragma: no cover
     """Add one run's tonnes held back on a queue's kept channels (positions ``at`` [3, N]:
     exporter, destination, product) to ``by_product`` [C, E + G] at ``offset`` and to
@@ -478,8 +498,9 @@ def _whole_month(t, network, month, params, state, policy, magnet_queue, refined
     spare_mag = np.empty((1, n))
     spare_ref = np.empty((1, n))
     stats = np.empty((4, n))
-    m_requests = np.zeros(m_shape)  # this run's licence requests (with a policy)
-    r_requests = np.zeros(r_shape)
+    # this run's licence requests (with a policy), written on the kept channels only
+    m_requests = np.zeros(n * n * g_n).reshape(m_shape)
+    r_requests = np.zeros(n * n * e_n).reshape(r_shape)
     no_asked_m = np.empty((0, n, n, g_n))  # the allocation sums requests by route only
     no_asked_r = np.empty((0, n, n, e_n))
     for r in range(runs):
@@ -524,7 +545,8 @@ def _whole_month(t, network, month, params, state, policy, magnet_queue, refined
         m_wait = r_wait = np.nan
         allowed_m_run = allowed_m
         if policy:
-            m_requests = _licence_requests(request_g, supply_g, magnet_pref[r:r + 1], allowed_m)
+            _requests_at(request_g[0], supply_g[0], magnet_pref[r], allowed_m[0],
+                         magnet_queue[3], m_at, m_requests.reshape(m_requests.size))
             allowed_m_run, m_wait = _queue_month(
                 r, magnet_queue, m_requests, m_required, m_approval, m_validity, m_leakage,
                 approval_scale, extra_leak, allowed_m, m_shape, stats, m_at[1], n, g_n)
@@ -546,8 +568,8 @@ def _whole_month(t, network, month, params, state, policy, magnet_queue, refined
         # 4. refined elements for makers and for non-magnet users
         allowed_r_run = allowed_r
         if policy:
-            r_requests = _licence_requests(refined_need, refined_stock[r:r + 1],
-                                           refined_pref[r:r + 1], allowed_r)
+            _requests_at(refined_need[0], refined_stock[r], refined_pref[r], allowed_r[0],
+                         refined_queue[3], r_at, r_requests.reshape(r_requests.size))
             allowed_r_run, r_wait = _queue_month(
                 r, refined_queue, r_requests, r_required, r_approval, r_validity, r_leakage,
                 approval_scale, extra_leak, allowed_r, r_shape, stats, r_at[1], n, e_n)
