@@ -246,6 +246,19 @@ class LicenceQueue:
         self._spare = None
         self._hazard_key = self._hazard_kept = None
 
+    def kept_state(self, required, hazards: np.ndarray) -> tuple:
+        """The kept channels' state for a compiled month that advances it in place (the
+        compiled whole month, ``rareflow.sim.compiled_month``), after admitting the channels
+        ``required`` names: (licensed [R, N], pending [R, MAX_AGE, N], backlog [R, N], flat
+        positions [N], their hazards [MAX_AGE, N], their positions in ``shape`` [ndim, N])."""
+        self._admit(required)
+        if self._backlog is None:
+            self._backlog = self.pending.sum(axis=1)
+        index = np.asarray(self.index, dtype=np.int64)
+        positions = np.stack(np.unravel_index(index, self.shape)).astype(np.int64)
+        return (self.licensed, self.pending, self._backlog, index,
+                np.ascontiguousarray(self._hazards(hazards), dtype=float), positions)
+
     def _hazards(self, hazards: np.ndarray) -> np.ndarray:
         """Kept channels [MAX_AGE, N] of the hazards (cached for the same read-only array)."""
         if hazards is self._hazard_key:

@@ -390,7 +390,7 @@ def _median_wait_days(by_age):  # pragma: no cover
 
 @_jit
 def _queue_month(r, queue, requested, required, approval, validity, leakage, approval_scale,
-                 extra_leakage, allowed, shape, stats, dest, n_c, k_n):  # pragma: no cover
+                 extra_leakage, allowed, shape, stats, dest):  # pragma: no cover
     """One run's month of a licence queue (``LicenceQueue.step`` then ``allowed_share``): the
     allowed share of every channel [1, X, C, K] and the median wait (days, NaN without
     decisions); its applications, approvals, denials and backlog by destination are added to
@@ -549,7 +549,7 @@ def _whole_month(t, network, month, params, state, policy, magnet_queue, refined
                          magnet_queue[3], m_at, m_requests.reshape(m_requests.size))
             allowed_m_run, m_wait = _queue_month(
                 r, magnet_queue, m_requests, m_required, m_approval, m_validity, m_leakage,
-                approval_scale, extra_leak, allowed_m, m_shape, stats, m_at[1], n, g_n)
+                approval_scale, extra_leak, allowed_m, m_shape, stats, m_at[1])
         plan, _, planned, _, m_asked, _ = _allocate(
             supply_g, request_g, allowed_m_run, magnet_pref[r:r + 1], home_first, all_open_m,
             no_asked_m)
@@ -572,7 +572,7 @@ def _whole_month(t, network, month, params, state, policy, magnet_queue, refined
                          refined_queue[3], r_at, r_requests.reshape(r_requests.size))
             allowed_r_run, r_wait = _queue_month(
                 r, refined_queue, r_requests, r_required, r_approval, r_validity, r_leakage,
-                approval_scale, extra_leak, allowed_r, r_shape, stats, r_at[1], n, e_n)
+                approval_scale, extra_leak, allowed_r, r_shape, stats, r_at[1])
         rflow, _, rflow_out, received, r_asked, rtrade = _allocate(
             refined_stock[r:r + 1], refined_need, allowed_r_run, refined_pref[r:r + 1],
             home_first, all_open_r, no_asked_r)

@@ -643,7 +643,7 @@ def _whole_controls(net: Network, ctl: Controls, t: int, mine_cap: np.ndarray,
     all_open = [pol is None and bool((a >= 1.0 - 1e-9).all()) for a in (allowed_m, allowed_r)]
 
     def f(a):
-        return np.ascontiguousarray(np.atleast_2d(a) if np.ndim(a) == 1 else a, dtype=float)
+        return np.ascontiguousarray(a, dtype=float)
 
     return (f(mine_cap), f(sep_cap), f(mag_cap), f(net.secondary_supply[t]),
             f(net.magnet_need[t]), f(net.oxide_need[t]), f(allowed_c[None]),
@@ -658,7 +658,7 @@ def _whole_licences(pol, t: int, origin_share: np.ndarray, ops: _Passes,
     ``compiled_month.whole_month``: each queue's kept channels admitted for this month's
     required ones, with their state and review hazards; parameters flat [1|R, X*C*K]; the kept
     channels' positions [3, N] (exporter, destination, product)."""
-    runs, n = origin_share.shape
+    runs = origin_share.shape[0]
     if pol is None:
         empty = (np.zeros((runs, 0)), np.zeros((runs, MAX_AGE, 0)), np.zeros((runs, 0)),
                  np.zeros(0, dtype=np.int64), np.zeros((MAX_AGE, 0)))
@@ -672,16 +672,11 @@ def _whole_licences(pol, t: int, origin_share: np.ndarray, ops: _Passes,
                 np.ascontiguousarray(rl.required[t][None], dtype=np.bool_))
     hazards = (review_hazards(lic[2][0], lic[3][0]),
                review_hazards(rl.review_median_months[t], rl.review_p90_months[t]))
-    kept, dests = [], []
+    kept, positions = [], []
     for queue, req, hazard in zip(queues, required, hazards, strict=True):
-        queue._admit(req)
-        if queue._backlog is None:
-            queue._backlog = queue.pending.sum(axis=1)
-        index = np.asarray(queue.index, dtype=np.int64)
-        kept.append((queue.licensed, queue.pending, queue._backlog, index,
-                     np.ascontiguousarray(queue._hazards(hazard), dtype=float)))
-        route, product = np.divmod(index, queue.shape[2])
-        dests.append(np.stack(np.divmod(route, n) + (product,)))  # exporter, destination, product
+        *state, at = queue.kept_state(req, hazard)
+        kept.append(tuple(state))
+        positions.append(at)  # exporter, destination, product
 
     def flat(a):
         a = np.ascontiguousarray(a, dtype=float)
@@ -689,7 +684,7 @@ def _whole_licences(pol, t: int, origin_share: np.ndarray, ops: _Passes,
 
     parameters = (required[0], flat(lic[1]), flat(lic[5]), flat(lic[4]), required[1],
                   flat(rl.approval[t][None]), flat(rl.validity_months[t][None]),
-                  flat(rl.leakage[t][None]), *dests, int(pol.extra_actor))
+                  flat(rl.leakage[t][None]), *positions, int(pol.extra_actor))
     return True, kept[0], kept[1], parameters
 
 
